@@ -1,0 +1,46 @@
+"""All server settings in one pydantic model; env prefix CONVSERVE_, CLI flags mirror it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server configuration. Every field is `CONVSERVE_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVSERVE_", extra="ignore")
+
+    # where and what to serve
+    model_dir: Path = Path("models")
+    default_model: str = "digits"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+
+    # onnxruntime
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(0, ge=0, description="0 lets onnxruntime choose")
+    cuda_device_id: int = Field(0, ge=0)
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
+
+    # dynamic batching
+    max_batch_size: int = Field(32, ge=1)
+    max_batch_delay_ms: float = Field(2.0, ge=0)
+    max_queue: int = Field(1024, ge=1, description="images waiting per model before 503")
+    request_timeout_s: float = Field(30.0, gt=0)
+    decode_threads: int = Field(0, ge=0, description="0 means one per CPU core")
+
+    # input limits
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    max_images_per_request: int = Field(64, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+
+    # security and operations
+    api_key: SecretStr | None = None
+    drain_timeout_s: float = Field(20.0, ge=0)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,0 +1,1 @@
+"""convserve offline training: image folder -> Keras CNN -> verified ONNX bundle."""
