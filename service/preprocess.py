@@ -97,7 +97,9 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:  # beyond Pillow's own hard limit
-        raise ImageTooLargeError(f"image refused as a decompression bomb: {exc}") from exc
+        raise ImageTooLargeError(
+            f"image refused as a decompression bomb (the limit is {max_pixels} pixels): {exc}"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("cannot identify image file: not a supported image format") from exc
     except Exception as exc:  # any parser failure on untrusted bytes is bad input
@@ -106,7 +108,9 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     try:
         img.load()
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image refused as a decompression bomb: {exc}") from exc
+        raise ImageTooLargeError(
+            f"image refused as a decompression bomb (the limit is {max_pixels} pixels): {exc}"
+        ) from exc
     except Exception as exc:
         fmt = img.format or "image"
         raise ImageDecodeError(f"cannot decode {fmt} data: {_describe(exc)}") from exc
