@@ -1,0 +1,63 @@
+"""`python -m service` / `convserve`: parse settings (env + CLI flags), run uvicorn.
+
+Every flag mirrors a `Settings` field (`--max-batch-size` is
+`CONVSERVE_MAX_BATCH_SIZE`); pydantic-settings builds the parser. With
+`--workers` > 1 uvicorn needs an import string, so the parsed settings are
+handed to the worker processes through the environment and each builds its
+app with the `service.app:create_app` factory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from service.settings import Settings
+
+
+def parse(argv: Sequence[str] | None = None) -> Settings:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return Settings(
+        _cli_parse_args=args,
+        _cli_prog_name="convserve",
+        _cli_kebab_case=True,
+        _cli_implicit_flags=False,
+    )
+
+
+def _export(settings: Settings) -> None:
+    """Write the effective settings to CONVSERVE_* so worker processes see the same."""
+    for name, value in settings.model_dump().items():
+        if value is None:
+            os.environ.pop(f"CONVSERVE_{name.upper()}", None)
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        os.environ[f"CONVSERVE_{name.upper()}"] = str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = parse(argv)
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,  # service.logging configures the loggers
+        "access_log": False,  # the middleware writes one line per request
+        "timeout_graceful_shutdown": max(1, int(settings.drain_timeout_s)),
+        "log_level": settings.log_level,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        from service.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+    else:
+        _export(settings)
+        uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
+
+
+if __name__ == "__main__":
+    main()

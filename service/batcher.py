@@ -1,0 +1,286 @@
+"""Dynamic batching across concurrent requests; knows neither HTTP nor onnxruntime.
+
+Requests hand in N x ... arrays. While the inference thread is busy they queue;
+when it frees up, queued items are packed (in arrival order, never splitting
+an item) into one batch of at most `max_batch_size` rows and run as one call of
+`run(batch, outputs)`. The batch waits for more rows only while more are known
+to be on their way (`incoming`: requests still decoding) and the oldest row
+has waited less than `max_delay_s`: with nothing else coming, a request runs at
+once, so batching costs no latency when there is nothing to batch.
+
+An item larger than `max_batch_size` is split into chunks and reassembled in
+order. A failing batch fails only its own items. All inference runs in ONE
+`InferenceThread`, never on the event loop; everything else here runs on the
+event loop and needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("convserve.batcher")
+
+RunFn = Callable[[np.ndarray, list[str]], dict[str, np.ndarray]]
+
+
+class QueueFull(Exception):
+    """The bounded queue cannot take these rows now; the client should retry."""
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before its rows were computed."""
+
+
+class BatchFailed(Exception):
+    """`run` raised for the batch this request was part of."""
+
+
+@dataclass
+class BatchObserver:
+    """Hooks for metrics; the defaults do nothing."""
+
+    on_batch: Callable[[int, float], None] = lambda size, seconds: None
+    on_queue_wait: Callable[[float], None] = lambda seconds: None
+
+
+class InferenceThread:
+    """The single thread that runs every batch, so the event loop never does."""
+
+    def __init__(self, name: str = "convserve-inference") -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args = job
+            try:
+                fn(*args)
+            except BaseException:  # a job must never kill the thread
+                log.exception("inference job crashed")
+
+    def submit(self, fn: Callable[..., None], *args: object) -> None:
+        self._jobs.put((fn, args))
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+
+@dataclass(eq=False)
+class _Item:
+    array: np.ndarray
+    outputs: Sequence[str]
+    future: asyncio.Future
+    enqueued: float
+    pending: bool = True
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class Batcher:
+    """Per-model dynamic batcher feeding one `InferenceThread`."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        worker: InferenceThread,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue: int,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._run = run
+        self._worker = worker
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.max_queue = max_queue
+        self._observer = observer or BatchObserver()
+        self._pending: deque[_Item] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = False
+        self.queued_rows = 0
+        self.incoming = 0  # requests announced (decoding) but not yet submitted
+
+    # ---- arrivals -------------------------------------------------------
+    def announce(self) -> None:
+        """A request for this model started decoding: worth waiting for."""
+        self.incoming += 1
+
+    def withdraw(self) -> None:
+        """That request submitted or gave up; re-check whether to wait."""
+        self.incoming -= 1
+        if self._loop is not None and self._pending and not self._busy:
+            self._loop.call_soon(self._maybe_dispatch)
+
+    async def submit(
+        self, array: np.ndarray, outputs: Sequence[str], deadline: float
+    ) -> dict[str, np.ndarray]:
+        """Rows of `array` through the model; `deadline` is time.monotonic() seconds."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        rows = len(array)
+        if rows == 0:
+            raise ValueError("empty batch")
+        if self.queued_rows and self.queued_rows + rows > self.max_queue:
+            raise QueueFull(f"{self.queued_rows} images are queued; the limit is {self.max_queue}")
+        if deadline <= time.monotonic():
+            raise DeadlineExceeded("the request's deadline passed before inference")
+        if rows <= self.max_batch_size:
+            return await self._enqueue(loop, array, outputs, deadline)
+        chunks = [
+            self._enqueue(loop, array[i : i + self.max_batch_size], outputs, deadline)
+            for i in range(0, rows, self.max_batch_size)
+        ]
+        parts = await asyncio.gather(*chunks)
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def _enqueue(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        array: np.ndarray,
+        outputs: Sequence[str],
+        deadline: float,
+    ) -> asyncio.Future:
+        item = _Item(array, outputs, loop.create_future(), time.monotonic())
+        item.timer = loop.call_at(loop.time() + (deadline - item.enqueued), self._expire, item)
+        self._pending.append(item)
+        self.queued_rows += len(array)
+        self._maybe_dispatch()
+        return item.future
+
+    def _expire(self, item: _Item) -> None:
+        if item.future.done():
+            return
+        if item.pending:  # still queued: free its place now, skip it at dispatch
+            item.pending = False
+            self.queued_rows -= len(item.array)
+        item.future.set_exception(
+            DeadlineExceeded("the request's deadline passed while waiting for inference")
+        )
+
+    # ---- dispatch -------------------------------------------------------
+    def _maybe_dispatch(self) -> None:
+        if self._busy:
+            return
+        while self._pending and self._pending[0].future.done():
+            self._drop_head()
+        if not self._pending:
+            return
+        if self.incoming > 0 and self.queued_rows < self.max_batch_size and self.max_delay_s > 0:
+            due = self._pending[0].enqueued + self.max_delay_s
+            wait = due - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = self._loop.call_later(wait, self._on_timer)
+                return
+        self._dispatch()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._maybe_dispatch()
+
+    def _drop_head(self) -> None:
+        item = self._pending.popleft()
+        if item.pending:  # cancelled by its caller (e.g. client went away)
+            item.pending = False
+            self.queued_rows -= len(item.array)
+        if item.timer is not None:
+            item.timer.cancel()
+
+    def _dispatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items: list[_Item] = []
+        rows = 0
+        now = time.monotonic()
+        while self._pending:
+            item = self._pending[0]
+            if item.future.done():
+                self._drop_head()
+                continue
+            if items and rows + len(item.array) > self.max_batch_size:
+                break
+            self._pending.popleft()
+            item.pending = False
+            items.append(item)
+            rows += len(item.array)
+            self._observer.on_queue_wait(now - item.enqueued)
+        if not items:
+            return
+        self.queued_rows -= rows
+        outputs = list(dict.fromkeys(name for item in items for name in item.outputs))
+        batch = items[0].array if len(items) == 1 else np.concatenate([i.array for i in items])
+        self._busy = True
+        self._worker.submit(self._execute, self._loop, batch, outputs, items)
+
+    def _execute(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: np.ndarray,
+        outputs: list[str],
+        items: list[_Item],
+    ) -> None:
+        """Runs in the inference thread; hands the results back to the loop."""
+        start = time.perf_counter()
+        try:
+            result, error = self._run(batch, outputs), None
+            for name, value in result.items():
+                if len(value) != len(batch):
+                    raise RuntimeError(f"output {name!r} has {len(value)} rows for {len(batch)}")
+        except Exception as exc:
+            result, error = None, exc
+        elapsed = time.perf_counter() - start
+        with suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
+            loop.call_soon_threadsafe(self._finish, items, result, error, len(batch), elapsed)
+
+    def _finish(
+        self,
+        items: list[_Item],
+        result: dict[str, np.ndarray] | None,
+        error: Exception | None,
+        rows: int,
+        elapsed: float,
+    ) -> None:
+        self._busy = False
+        self._observer.on_batch(rows, elapsed)
+        offset = 0
+        for item in items:
+            n = len(item.array)
+            if item.timer is not None:
+                item.timer.cancel()
+            if not item.future.done():
+                if error is not None:
+                    item.future.set_exception(
+                        BatchFailed(f"inference failed: {type(error).__name__}: {error}")
+                    )
+                else:
+                    item.future.set_result(
+                        {name: result[name][offset : offset + n] for name in item.outputs}
+                    )
+            offset += n
+        if error is not None:
+            log.error("a batch of %d rows failed: %r", rows, error)
+        self._maybe_dispatch()
+
+    async def drain(self, poll_s: float = 0.01) -> None:
+        """Wait until every queued and running batch has finished (shutdown only)."""
+        while self._busy or self._pending:
+            self._maybe_dispatch()
+            await asyncio.sleep(poll_s)

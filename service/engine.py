@@ -1,0 +1,109 @@
+"""onnxruntime, and nothing else: session creation, provider choice, running a batch.
+
+Provider choice is decided from what the *created* session reports
+(`session.get_providers()`), never from `get_available_providers()`:
+onnxruntime-gpu lists CUDAExecutionProvider on machines without a GPU and a
+session that asked for CUDA silently falls back to CPU. So `cuda` that did not
+get CUDA refuses to start, and `auto` logs what it really got.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger("convserve.engine")
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+ProviderChoice = Literal["auto", "cpu", "cuda"]
+
+
+class EngineError(RuntimeError):
+    """The model cannot be served as configured (wrong provider, broken file)."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The onnxruntime knobs the settings expose."""
+
+    providers: ProviderChoice = "auto"
+    intra_op_threads: int = 0
+    cuda_device_id: int = 0
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+
+
+def _session_options(options: EngineOptions) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # errors only: the CUDA fallback is reported by us, clearly
+    return so
+
+
+def _requested(options: EngineOptions) -> list[str | tuple[str, dict[str, str]]]:
+    cuda = (
+        CUDA,
+        {
+            "device_id": str(options.cuda_device_id),
+            "cudnn_conv_algo_search": options.cudnn_conv_algo_search,
+        },
+    )
+    if options.providers == "cpu":
+        return [CPU]
+    if options.providers == "cuda":
+        return [cuda, CPU]
+    return [cuda, CPU] if CUDA in ort.get_available_providers() else [CPU]
+
+
+class Engine:
+    """One onnxruntime InferenceSession; `run` is called from a single thread."""
+
+    def __init__(self, model_path: Path, options: EngineOptions) -> None:
+        self.path = Path(model_path)
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path),
+                sess_options=_session_options(options),
+                providers=_requested(options),
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise EngineError(f"{self.path}: onnxruntime cannot load the model: {exc}") from exc
+        active = self.session.get_providers()
+        self.provider = active[0] if active else "unknown"
+        self._check_provider(options)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _check_provider(self, options: EngineOptions) -> None:
+        available = ort.get_available_providers()
+        if options.providers == "cuda" and self.provider != CUDA:
+            raise EngineError(
+                f"providers=cuda but the onnxruntime session for {self.path} got {self.provider}: "
+                f"CUDA is not usable here (onnxruntime {ort.__version__}, available providers "
+                f"{available}; is onnxruntime-gpu installed with a working CUDA/cuDNN and a GPU "
+                f"at device {options.cuda_device_id}?). Refusing to start; use providers=auto or "
+                "cpu to run on the CPU."
+            )
+        if options.providers == "auto":
+            if CUDA in available and self.provider != CUDA:
+                log.warning(
+                    "providers=auto: onnxruntime offers CUDA but the session for %s got %s; "
+                    "running on the CPU",
+                    self.path,
+                    self.provider,
+                )
+            else:
+                log.info("providers=auto: %s runs on %s", self.path, self.provider)
+
+    def run(self, batch: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        """One onnxruntime call on an N x H x W x C float32 batch."""
+        values = self.session.run(outputs, {self.input_name: batch})
+        return dict(zip(outputs, values, strict=True))

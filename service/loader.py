@@ -1,0 +1,126 @@
+"""Start-up: bundles on disk -> sessions, batchers, a Registry; then warm-up.
+
+Everything that can make the server refuse to start (a broken bundle, a
+default model that is not there, `providers=cuda` without CUDA) happens here,
+before the server reports ready, with one clear message.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from concurrent.futures import Executor
+from contextlib import suppress
+
+import numpy as np
+from PIL import Image
+
+from service.batcher import Batcher, InferenceThread
+from service.bundle import BundleError
+from service.engine import Engine, EngineOptions
+from service.metrics import Metrics
+from service.models import Registry, ServedModel
+from service.preprocess import ImageError, preprocess
+from service.repository import discover
+from service.settings import Settings
+
+log = logging.getLogger("convserve.loader")
+
+
+class StartupError(RuntimeError):
+    """The configured models cannot be served; the message says why."""
+
+
+def build_registry(
+    settings: Settings,
+    *,
+    state: object,
+    metrics: Metrics,
+    worker: InferenceThread,
+    decode_pool: Executor,
+) -> Registry:
+    try:
+        found = discover(settings.model_dir)
+    except BundleError as exc:
+        raise StartupError(str(exc)) from exc
+    if settings.default_model not in found:
+        raise StartupError(
+            f"default model {settings.default_model!r} is not under {settings.model_dir.resolve()} "
+            f"(found: {', '.join(found)}); set CONVSERVE_DEFAULT_MODEL or --default-model"
+        )
+    options = EngineOptions(
+        providers=settings.providers,
+        intra_op_threads=settings.intra_op_threads,
+        cuda_device_id=settings.cuda_device_id,
+        cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+    )
+    models: dict[str, dict[str, ServedModel]] = {}
+    for name, refs in found.items():
+        for ref in refs:
+            engine = Engine(ref.path / "model.onnx", options)  # EngineError propagates
+            missing = {"probabilities", *(f.name for f in ref.bundle.feature_maps)} - set(
+                engine.output_names
+            )
+            if missing:
+                raise StartupError(f"{ref.path}: model.onnx lacks outputs {sorted(missing)}")
+            batcher = Batcher(
+                engine.run,
+                worker,
+                max_batch_size=settings.max_batch_size,
+                max_delay_s=settings.max_batch_delay_ms / 1000.0,
+                max_queue=settings.max_queue,
+                observer=metrics.observer(name, ref.version),
+            )
+            model = ServedModel(
+                name,
+                ref.version,
+                ref.path,
+                ref.bundle,
+                engine,
+                batcher,
+                decode_pool,
+                max_pixels=settings.max_image_pixels,
+                request_timeout_s=settings.request_timeout_s,
+                state=state,
+            )
+            metrics.watch_model(name, ref.version, engine.provider, lambda b=batcher: b.queued_rows)
+            models.setdefault(name, {})[ref.version] = model
+            log.info(
+                "loaded %s version %s from %s on %s", name, ref.version, ref.path, engine.provider
+            )
+    return Registry(models, settings.default_model)
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """1, 2, 4, ... up to and including max_batch_size."""
+    sizes, n = [], 1
+    while n < max_batch_size:
+        sizes.append(n)
+        n *= 2
+    return [*sizes, max_batch_size]
+
+
+def _sample_files() -> list[bytes]:
+    """A PNG and a JPEG, so the decoder plugins are loaded before the first request."""
+    files = []
+    for fmt, mode in (("PNG", "L"), ("JPEG", "RGB")):
+        buf = io.BytesIO()
+        Image.new(mode, (40, 30), 128).save(buf, format=fmt)
+        files.append(buf.getvalue())
+    return files
+
+
+def warm_up(registry: Registry, max_batch_size: int) -> None:
+    """One batch per batch-size bucket through every model, all outputs (blocking)."""
+    samples = _sample_files()
+    for model in registry.all():
+        with suppress(ImageError):  # loads every Pillow plugin, as identifying junk does
+            preprocess(
+                b"not an image", model.bundle.input, model.bundle.preprocessing, max_pixels=1
+            )
+        for data in samples:
+            preprocess(data, model.bundle.input, model.bundle.preprocessing, max_pixels=10**6)
+        for size in batch_buckets(max_batch_size):
+            batch = np.zeros((size, *model.input_shape), dtype=np.float32)
+            model.engine.run(batch, model.engine.output_names)
+        log.info("warmed up %s version %s", model.name, model.version)

@@ -1,0 +1,100 @@
+"""Prometheus metrics, one CollectorRegistry per app (tests run several apps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from service.batcher import BatchObserver
+
+disable_created_metrics()  # the *_created series only add noise to every scrape
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """Every metric the server exports; `/metrics` renders `registry`."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "convserve_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "convserve_request_duration_seconds",
+            "HTTP request latency, first byte in to last out",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "convserve_queue_wait_seconds",
+            "time images waited in the batching queue",
+            ["model", "version"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "convserve_batch_size",
+            "images per onnxruntime call",
+            ["model", "version"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "convserve_inference_seconds",
+            "duration of one onnxruntime call (one batch)",
+            ["model", "version"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.images = Counter(
+            "convserve_images",
+            "images run through the model",
+            ["model", "version"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "convserve_queue_depth",
+            "images waiting for inference",
+            ["model", "version"],
+            registry=r,
+        )
+        self.provider = Gauge(
+            "convserve_model_provider",
+            "1 for the execution provider each model actually runs on",
+            ["model", "version", "provider"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "convserve_ready", "1 when every model is loaded and warmed up", registry=r
+        )
+        self.in_flight = Gauge(
+            "convserve_requests_in_flight", "HTTP requests being served", registry=r
+        )
+
+    def observer(self, model: str, version: str) -> BatchObserver:
+        """Batch hooks bound to one model's label children (resolved once, not per call)."""
+        size = self.batch_size.labels(model, version)
+        seconds = self.inference.labels(model, version)
+        images = self.images.labels(model, version)
+        wait = self.queue_wait.labels(model, version)
+
+        def on_batch(rows: int, elapsed: float) -> None:
+            size.observe(rows)
+            seconds.observe(elapsed)
+            images.inc(rows)
+
+        return BatchObserver(on_batch=on_batch, on_queue_wait=wait.observe)
+
+    def watch_model(
+        self, model: str, version: str, provider: str, depth: Callable[[], float]
+    ) -> None:
+        self.queue_depth.labels(model, version).set_function(depth)
+        self.provider.labels(model, version, provider).set(1)

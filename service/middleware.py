@@ -1,0 +1,132 @@
+"""The one ASGI middleware: request id, body-size limit, metrics, one log line.
+
+Plain ASGI (not BaseHTTPMiddleware) to keep per-request overhead small. The
+body limit is enforced twice: a Content-Length over the limit is refused
+before a byte is read, and a chunked body is counted while it streams in.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import error_response
+from service.metrics import Metrics
+
+log = logging.getLogger("convserve.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` as the body passes the limit; FastAPI re-raises HTTPExceptions."""
+
+    code = "body_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the limit of {limit} bytes")
+
+
+class RequestMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, state: object
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body_bytes
+        self.state = state  # app.state: `.in_flight` counts requests for the drain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = None
+        length = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                candidate = value.decode("latin-1")
+                request_id = candidate if _REQUEST_ID.match(candidate) else None
+            elif key == b"content-length":
+                length = value
+        if request_id is None:
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        rid_header = (b"x-request-id", request_id.encode())
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        self.state.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                err = BodyTooLarge(self.max_body)
+                response = error_response(scope["path"], 413, err.code, err.detail)
+                if not length.isdigit():
+                    response = error_response(
+                        scope["path"], 400, "bad_request", "invalid Content-Length header"
+                    )
+                await response(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, self._limited(receive), send_wrapper)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error before a response started")
+            response = error_response(scope["path"], 500, "internal_error", "internal server error")
+            await response(scope, receive, send_wrapper)
+        finally:
+            self.state.in_flight -= 1
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(label, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(label).observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                log.info(
+                    "%s %s %s %d %.1fms id=%s",
+                    client[0] if client else "-",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                    request_id,
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": label,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "client": client[0] if client else None,
+                    },
+                )
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+        limit = self.max_body
+
+        async def receive_limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return receive_limited

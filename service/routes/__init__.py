@@ -1,0 +1,1 @@
+"""HTTP routes; each module knows HTTP and calls the registry, nothing deeper."""

@@ -1,0 +1,37 @@
+"""Probes and metrics: never behind the API key (probes and scrapers carry no secrets)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from service.errors import RETRY_AFTER_S, error_response
+
+router = APIRouter()
+_OK = b'{"status":"ok"}'
+_READY = b'{"status":"ready"}'
+
+
+@router.get("/healthz", summary="Liveness: the process and its event loop answer")
+async def healthz() -> Response:
+    return Response(_OK, media_type="application/json")
+
+
+@router.get("/readyz", summary="Readiness: models loaded and warmed up, not draining")
+async def readyz(request: Request) -> Response:
+    state = request.app.state
+    if state.draining:
+        why, message = "draining", "the server is shutting down"
+    elif not state.ready:
+        why, message = "starting", "models are loading or warming up"
+    else:
+        return Response(_READY, media_type="application/json")
+    return error_response(request.url.path, 503, why, message, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

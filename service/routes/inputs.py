@@ -1,0 +1,101 @@
+"""Images out of a request: multipart `file` parts, a raw image/* body, or JSON base64.
+
+The raw body is the cheap path (no parsing at all). Returns the encoded bytes
+and a filename per image (None when the request carries no name).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from service.errors import APIError
+
+Images = tuple[list[bytes], list[str | None]]
+
+SUPPORTED = "image/* (raw body), multipart/form-data (`file` parts) or application/json (instances)"
+
+
+def _too_many(count: int | str, limit: int) -> APIError:
+    return APIError(
+        413, "too_many_images", f"the request has {count} images; the limit is {limit} per request"
+    )
+
+
+async def read_images(request: Request, max_images: int) -> Images:
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type.startswith("image/"):
+        return [await request.body()], [None]
+    if media_type == "multipart/form-data":
+        return await _multipart(request, max_images)
+    if media_type == "application/json":
+        return _json(await request.body(), max_images)
+    shown = media_type or "none"
+    raise APIError(
+        415, "unsupported_media_type", f"Content-Type {shown} is not supported; send {SUPPORTED}"
+    )
+
+
+async def _multipart(request: Request, max_images: int) -> Images:
+    try:
+        form = await request.form(max_files=max_images, max_fields=100)
+    except HTTPException as exc:  # Starlette's parser speaks 400
+        if "Too many files" in str(exc.detail):
+            raise _too_many(f"more than {max_images}", max_images) from None
+        raise APIError(400, "bad_multipart", f"invalid multipart body: {exc.detail}") from None
+    try:
+        blobs, names = [], []
+        for key, value in form.multi_items():
+            if not isinstance(value, UploadFile):
+                continue  # ordinary form fields are ignored
+            if key != "file":
+                raise APIError(
+                    422,
+                    "invalid_parameter",
+                    f"unexpected file part {key!r}; name image parts 'file'",
+                )
+            blobs.append(value.file.read())  # spooled in memory below 1 MiB: no thread hop
+            names.append(value.filename or None)
+    finally:
+        await form.close()
+    if not blobs:
+        raise APIError(422, "no_images", "the multipart body has no `file` parts")
+    return blobs, names
+
+
+def _json(body: bytes, max_images: int) -> Images:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    instances = doc.get("instances") if isinstance(doc, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise APIError(
+            422,
+            "invalid_parameter",
+            'expected {"instances": [{"b64": "<base64 image>"}, ...]} with at least one instance',
+        )
+    if len(instances) > max_images:
+        raise _too_many(len(instances), max_images)
+    blobs, names = [], []
+    for i, instance in enumerate(instances):
+        b64 = instance.get("b64") if isinstance(instance, dict) else None
+        if not isinstance(b64, str):
+            raise APIError(
+                422, "invalid_parameter", f'instances[{i}] must be {{"b64": "<base64>"}}'
+            )
+        try:
+            blobs.append(base64.b64decode("".join(b64.split()), validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise APIError(
+                400, "invalid_base64", f"instances[{i}].b64 is not valid base64: {exc}"
+            ) from None
+        name = instance.get("filename")
+        names.append(name if isinstance(name, str) else None)
+    return blobs, names
