@@ -148,15 +148,15 @@ _GOOD: dict[str, tuple[tuple[int, int], Callable[..., bytes]]] = {
     "P_animated.gif": ((33, 21), _gif_animated),
     "RGB.png": ((300, 200), lambda s, r: _encode(_color(s, r, "RGB"), "PNG")),
     "RGBA.png": ((37, 61), lambda s, r: _encode(_color(s, r, "RGBA"), "PNG")),
-    "CMYK.jpg": ((90, 40), lambda s, r: _encode(_color(s, r, "CMYK"), "JPEG", quality=92)),
+    "CMYK.jpg": ((91, 40), lambda s, r: _encode(_color(s, r, "CMYK"), "JPEG", quality=92)),
     "I16.png": ((45, 77), _i16),
     "baseline.jpg": ((160, 120), lambda s, r: _encode(_color(s, r, "RGB"), "JPEG", quality=85)),
     "progressive.jpeg": (
         (77, 129),
         lambda s, r: _encode(_color(s, r, "RGB"), "JPEG", quality=80, progressive=True),
     ),
-    "L.jpg": ((51, 19), lambda s, r: _encode(_gray(s, r), "JPEG", quality=75)),
-    "exif_rotated.jpg": ((60, 30), _exif_rotated),
+    "L.jpg": ((52, 19), lambda s, r: _encode(_gray(s, r), "JPEG", quality=75)),
+    "exif_rotated.jpg": ((61, 30), _exif_rotated),
     "RGB.bmp": ((41, 29), lambda s, r: _encode(_color(s, r, "RGB"), "BMP")),
     "P.bmp": ((17, 11), lambda s, r: _encode(_palette(s, r, 16), "BMP")),
     "RGB.webp": ((96, 64), lambda s, r: _encode(_color(s, r, "RGB"), "WEBP", quality=70)),
@@ -171,13 +171,17 @@ _GOOD: dict[str, tuple[tuple[int, int], Callable[..., bytes]]] = {
     "RGB.ppm": ((19, 25), lambda s, r: _encode(_color(s, r, "RGB"), "PPM")),
 }
 
-_FORMATS = {"RGB": "PNG", "RGBA": "PNG", "L": "PNG", "LA": "PNG", "CMYK": "JPEG"}
+_FORMATS = {"RGB": "PNG", "RGBA": "PNG", "L": "PNG", "LA": "PNG", "CMYK": "JPEG", "LAB": "TIFF"}
 
 
 def image_bytes(
     mode: str, size: tuple[int, int], *, seed: int = 0, fmt: str | None = None
 ) -> bytes:
-    """One image of `mode` (L, LA, RGB, RGBA, CMYK) and `size` (width, height), encoded."""
+    """One image of `mode` (L, LA, RGB, RGBA, CMYK, LAB) and `size` (width, height), encoded.
+
+    LAB (a CIELab TIFF) is a real file Pillow opens but cannot convert to L: Keras
+    fails on it for grayscale models, and the server must refuse it cleanly.
+    """
     rng = _rng(seed, f"{mode}{size}")
     img = _gray(size, rng) if mode == "L" else _color(size, rng, mode)
     return _encode(img, fmt or _FORMATS[mode])
