@@ -18,7 +18,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
-from keras.src.legacy.preprocessing.image import Iterator as KerasIterator
 from tensorflow import keras  # the import path training uses (tf.keras legacy API)
 
 from service.bundle import CHANNELS_BY_COLOR_MODE, InputSpec, Preprocessing
@@ -30,6 +29,7 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 ImageDataGenerator = keras.preprocessing.image.ImageDataGenerator
+KERAS_EXTENSIONS = keras.preprocessing.image.DirectoryIterator.white_list_formats
 TARGET = (24, 40)  # (height, width), as flow_from_directory's target_size
 MAX_PIXELS = 10_000_000
 COLOR_MODES = ["grayscale", "rgb", "rgba"]
@@ -61,7 +61,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         name = f"{i:03d}_{image.name}"
         # flow_from_directory lists files by extension (no .gif/.webp) but decodes by
         # content, so GIF and WebP files get a listed extension to be read at all.
-        if not name.lower().endswith(KerasIterator.white_list_formats):
+        if not name.lower().endswith(KERAS_EXTENSIONS):
             name += ".png"
         (class_dir / name).write_bytes(image.data)
         files.append((name, image))
