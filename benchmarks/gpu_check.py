@@ -1,0 +1,239 @@
+"""The CUDA path, checked in one run (issue 6): provider, answers, throughput, a table.
+
+1. Starts convserve with CONVSERVE_PROVIDERS=<providers> serving the digits model
+   and, with --heavy, the compute-heavier CNN; checks /models reports the
+   expected execution provider for every model.
+2. Sends the test images and compares the answers with an onnxruntime CPU
+   session in this process (probabilities within --tolerance, same labels);
+   also onnxruntime-on-<providers> vs CPU directly, with TF32 on and off.
+3. Measures images/s of onnxruntime alone at each batch size and through the
+   service at each (images per request, concurrency) point, from separate
+   load-generator processes over loopback.
+4. Writes gpu_check.json (after every step) and gpu_check.md to --out.
+
+Exit status 0 only if every provider and parity check passed.
+Runs on CPU too (`--providers cpu`), which is how the test suite checks it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from benchmarks import gpu_measure, gpu_table, loadgen, report, servers
+from service.bundle import read_bundle
+
+REPO = Path(__file__).resolve().parent.parent
+EXPECTED = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="directory for gpu_check.json/.md and logs"
+    )
+    p.add_argument(
+        "--providers",
+        choices=["cuda", "cpu"],
+        default=os.environ.get("CONVSERVE_PROVIDERS", "cuda"),
+    )
+    p.add_argument(
+        "--digits", type=Path, default=REPO / "models/digits/1", help="bundle version directory"
+    )
+    p.add_argument(
+        "--heavy", type=Path, help="compute-heavier bundle: version dir or its models dir"
+    )
+    p.add_argument("--batches", default="1,8,32,128", help="batch sizes = images per request")
+    p.add_argument("--concurrency", default="1,32,128")
+    p.add_argument(
+        "--max-inflight", type=int, default=4096, help="skip points with more images in flight"
+    )
+    p.add_argument("--duration", type=float, default=2.5, help="seconds measured per point")
+    p.add_argument("--warmup", type=float, default=0.5)
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument(
+        "--client-processes", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4))
+    )
+    p.add_argument(
+        "--server-env", action="append", default=[], metavar="K=V", help="extra env for convserve"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="seconds-long run: batches 1,4; concurrency 1,4"
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batches, args.concurrency, args.duration, args.warmup = "1,4", "1,4", 0.5, 0.2
+    args.batches = [int(x) for x in args.batches.split(",") if x]
+    args.concurrency = [int(x) for x in args.concurrency.split(",") if x]
+    if args.heavy is not None and not (args.heavy / "bundle.json").is_file():
+        versions = sorted(
+            (d for d in args.heavy.glob("*/*") if (d / "bundle.json").is_file()), key=str
+        )
+        if not versions:
+            p.error(f"--heavy {args.heavy}: no bundle.json there or in */*/")
+        args.heavy = versions[-1]
+    return args
+
+
+def gpu_name() -> str | None:
+    """nvidia-smi's name, driver and memory of the GPUs, when there is one."""
+    query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+    try:
+        return subprocess.run(
+            query, capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def model_root(bundles: list[Path], root: Path) -> Path:
+    """A models dir holding just these bundles (copies: the service scans <name>/<version>/)."""
+    for b in bundles:
+        bundle = read_bundle(b, verify_hash=False)
+        shutil.copytree(b, root / bundle.name / bundle.version)
+    return root
+
+
+def check_providers(base_url: str, names: list[str], expected: str) -> dict:
+    """What /models/{name} says is active, for every model; ok only if all are `expected`."""
+    seen = {}
+    for name in names:
+        info = httpx.get(f"{base_url}/models/{name}", timeout=10).json()
+        seen[name] = info.get("provider")
+    ok = all(expected in str(v) for v in seen.values())
+    return {"expected": expected, "reported": seen, "ok": ok}
+
+
+def service_points(args: argparse.Namespace) -> list[tuple[int, int]]:
+    return [(k, c) for k in args.batches for c in args.concurrency if k * c <= args.max_inflight]
+
+
+def run(args: argparse.Namespace) -> dict:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / "gpu_check.json"
+    bundles = [args.digits] + ([args.heavy] if args.heavy else [])
+    points = service_points(args)
+    per_point = args.duration + args.warmup + 1.0
+    estimate = len(bundles) * (len(points) + len(args.batches)) * per_point
+    report.log(
+        f"gpu_check: providers={args.providers}, models {[str(b) for b in bundles]}, "
+        f"{len(points)} service points per model, about {estimate:.0f} s of measuring"
+    )
+    data: dict = {
+        "machine": report.machine(),
+        "providers": args.providers,
+        "checks": {},
+        "models": {},
+    }
+    data["machine"]["gpu"] = gpu_name()
+    data["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    images = gpu_measure.test_images()
+    max_batch = max(args.batches)
+    env = {
+        "CONVSERVE_PROVIDERS": args.providers,
+        "CONVSERVE_MAX_BATCH_SIZE": str(max_batch),
+        "CONVSERVE_MAX_IMAGES_PER_REQUEST": str(max(max_batch, len(images))),
+        "CONVSERVE_MAX_QUEUE": str(max(1024, 2 * args.max_inflight)),
+        **dict(kv.split("=", 1) for kv in args.server_env),
+    }
+    data["server_env"] = env
+    with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
+        root = model_root(bundles, Path(tmp) / "models")
+        names = [read_bundle(b, verify_hash=False).name for b in bundles]
+        report.log("starting convserve (loads and warms up every model)...")
+        with servers.convserve(root, names[0], logdir=out, env=env, timeout=240) as server:
+            data["checks"]["provider"] = check_providers(
+                server.url, names, EXPECTED[args.providers]
+            )
+            report.log(f"provider check: {data['checks']['provider']}")
+            report.write_json(jpath, data)
+            for bundle_dir, name in zip(bundles, names, strict=True):
+                data["models"][name] = measure_model(
+                    args, server.url, bundle_dir, name, images, data, jpath
+                )
+            data["metrics_after"] = httpx.get(f"{server.url}/metrics", timeout=10).text
+    data["ok"] = data["checks"]["provider"]["ok"] and all(
+        m["parity"]["service_vs_cpu"]["ok"] for m in data["models"].values()
+    )
+    (out / "metrics.txt").write_text(data.pop("metrics_after"))
+    report.write_json(jpath, data)
+    (out / "gpu_check.md").write_text(gpu_table.markdown(data))
+    return data
+
+
+def measure_model(
+    args, base_url: str, bundle_dir: Path, name: str, images, data: dict, jpath: Path
+) -> dict:
+    bundle = read_bundle(bundle_dir)
+    result: dict = {"bundle": str(bundle_dir), "input": bundle.input.model_dump(), "service": []}
+    data["models"][name] = result
+    ref = gpu_measure.cpu_reference(bundle_dir, images)
+    answers = gpu_measure.service_probabilities(base_url, name, bundle.classes, images)
+    parity = gpu_measure.compare(bundle.classes, ref, answers)
+    parity["ok"] = parity["max_abs_diff"] <= args.tolerance and not parity["label_mismatches"]
+    result["parity"] = {
+        "service_vs_cpu": parity,
+        "onnxruntime_vs_cpu": gpu_measure.direct_parity(bundle_dir, args.providers, images),
+    }
+    report.log(f"[{name}] parity: {result['parity']}")
+    report.write_json(jpath, data)
+    payload, ctype = gpu_measure.native_payload(bundle)
+    result["payload"] = {"content_type": ctype, "bytes": len(payload)}
+    result["onnxruntime"] = gpu_measure.ort_alone(
+        bundle_dir, args.providers, payload, args.batches, args.duration
+    )
+    for r in result["onnxruntime"]:
+        report.log(
+            f"[{name}] onnxruntime alone batch {r['batch']:>3}: {r['images_per_s']:.1f} images/s, "
+            f"p50 {r['p50_ms']} ms"
+        )
+    report.write_json(jpath, data)
+    url = f"{base_url}/predict?model={name}"
+    for k, c in service_points(args):
+        if k == 1:
+            body, body_type = payload, ctype
+        else:
+            body, body_type = loadgen.multipart_body(
+                [(f"{i}.img", payload, ctype) for i in range(k)]
+            )
+        r = loadgen.run_load(
+            url,
+            loadgen.build_request(url, body, body_type),
+            concurrency=c,
+            duration=args.duration,
+            warmup=args.warmup,
+            processes=args.client_processes,
+            images_per_request=k,
+            expect=b'"predictions"',
+        )
+        result["service"].append(r)
+        report.log(
+            f"[{name}] service {k} images/request, c={c}: {r['images_per_s']:.1f} images/s, "
+            f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
+        )
+        report.write_json(jpath, data)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = run(args)
+    print((args.out / "gpu_check.md").read_text())
+    report.log(
+        f"gpu_check: {'OK' if data['ok'] else 'FAILED'}; wrote {args.out}/gpu_check.json and .md"
+    )
+    return 0 if data["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The measurements behind gpu_check: test images, answer parity, onnxruntime-alone throughput.
+
+Needs only numpy, Pillow, onnxruntime(-gpu) and httpx: the GPU machine has no
+TensorFlow and no scikit-learn.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageDraw
+
+from benchmarks import inprocess
+from benchmarks.loadgen import multipart_body
+from benchmarks.photo import PHOTO
+from service.bundle import PROBABILITIES_OUTPUT, Bundle, read_bundle
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_images(limit: int = 24) -> list[tuple[str, bytes]]:
+    """Committed test images (tests/data), the benchmark photo, drawn images of several modes."""
+    files = sorted(
+        p for p in (REPO / "tests" / "data").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    out = [(p.name, p.read_bytes()) for p in files[: limit // 2]]
+    out.append((PHOTO.name, PHOTO.read_bytes()))
+    rng = np.random.default_rng(6)
+    for i in range(8):
+        img = Image.new("L", (64 + 8 * i, 48 + 16 * i), color=int(rng.integers(0, 80)))
+        draw = ImageDraw.Draw(img)
+        for _ in range(3 + i):
+            box = sorted(rng.integers(0, img.width, 2).tolist()) + sorted(
+                rng.integers(0, img.height, 2).tolist()
+            )
+            draw.line(
+                [box[0], box[2], box[1], box[3]], fill=int(rng.integers(150, 256)), width=3 + i % 4
+            )
+        if i % 2:
+            img = img.convert("RGB")
+        out.append(
+            (
+                f"drawn{i}.{'png' if i % 3 else 'jpg'}",
+                _encode(img, "PNG" if i % 3 else "JPEG", quality=92),
+            )
+        )
+    noise = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    out.append(("noise.png", _encode(noise, "PNG")))
+    return out[:limit]
+
+
+def native_payload(bundle: Bundle) -> tuple[bytes, str]:
+    """The photo at the model's input size and mode: no resize at serve time, cheap decode."""
+    spec = bundle.input
+    with Image.open(PHOTO) as img:
+        img = img.convert({"grayscale": "L", "rgb": "RGB", "rgba": "RGBA"}[spec.color_mode])
+        img = img.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    if spec.color_mode == "rgb":
+        return _encode(img, "JPEG", quality=90), "image/jpeg"
+    return _encode(img, "PNG"), "image/png"
+
+
+def cpu_reference(bundle_dir: Path, images: list[tuple[str, bytes]]) -> list[np.ndarray]:
+    """Probabilities from an onnxruntime CPU session, one image at a time."""
+    model = inprocess.load_model(bundle_dir, provider="cpu")
+    return [model.run(model.preprocess(data)[None])[0] for _, data in images]
+
+
+def service_probabilities(
+    base_url: str, name: str, classes: list[str], images: list[tuple[str, bytes]]
+) -> list[dict[str, float]]:
+    """All class probabilities per image from one multipart POST /predict (top_k = every class)."""
+    body, ctype = multipart_body([(n, data, "application/octet-stream") for n, data in images])
+    r = httpx.post(
+        f"{base_url}/predict",
+        params={"model": name, "top_k": len(classes)},
+        content=body,
+        headers={"Content-Type": ctype},
+        timeout=120,
+    )
+    r.raise_for_status()
+    preds = r.json()["predictions"]
+    return [{t["label"]: t["probability"] for t in p["top_k"]} for p in preds]
+
+
+def compare(
+    classes: list[str], reference: list[np.ndarray], answers: list[dict[str, float]]
+) -> dict:
+    """Largest |probability difference| over all images and classes, and any label disagreement."""
+    worst, mismatches = 0.0, []
+    for i, (ref, got) in enumerate(zip(reference, answers, strict=True)):
+        vec = np.array([got.get(c, np.nan) for c in classes], dtype=np.float64)
+        worst = max(
+            worst, float(np.nanmax(np.abs(vec - ref))) if not np.isnan(vec).all() else np.inf
+        )
+        if np.isnan(vec).any() or int(np.nanargmax(vec)) != int(np.argmax(ref)):
+            mismatches.append(i)
+    return {"max_abs_diff": worst, "label_mismatches": mismatches, "images": len(reference)}
+
+
+def session(
+    bundle_dir: Path, provider: str, cuda_options: dict[str, str] | None = None
+) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers: list = ["CPUExecutionProvider"]
+    if provider == "cuda":
+        opts = inprocess.cuda_provider_options() | (cuda_options or {})
+        providers = [("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
+    sess = ort.InferenceSession(str(Path(bundle_dir) / "model.onnx"), options, providers=providers)
+    if provider == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
+        raise RuntimeError(f"asked for CUDA, the session got {sess.get_providers()}")
+    return sess
+
+
+def direct_parity(bundle_dir: Path, provider: str, images: list[tuple[str, bytes]]) -> dict:
+    """onnxruntime on `provider` vs CPU on the same arrays; on CUDA with TF32 allowed and not."""
+    bundle = read_bundle(bundle_dir)
+    cpu = inprocess.load_model(bundle_dir, provider="cpu")
+    batch = np.stack([cpu.preprocess(d) for _, d in images])
+    ref = cpu.run(batch)
+    variants = (
+        {"default": {}}
+        if provider != "cuda"
+        else {"use_tf32=1": {"use_tf32": "1"}, "use_tf32=0": {"use_tf32": "0"}}
+    )
+    out = {}
+    for label, opts in variants.items():
+        sess = session(bundle_dir, provider, opts)
+        got = sess.run([PROBABILITIES_OUTPUT], {sess.get_inputs()[0].name: batch})[0]
+        out[label] = {
+            "max_abs_diff": float(np.max(np.abs(got - ref))),
+            "label_mismatches": int(np.sum(got.argmax(1) != ref.argmax(1))),
+        }
+        del sess
+    return out | {"classes": len(bundle.classes)}
+
+
+def ort_alone(
+    bundle_dir: Path, provider: str, payload: bytes, batches: list[int], duration: float
+) -> list[dict]:
+    """images/s of session.run on preprocessed batches (host arrays in, as the service does)."""
+    cpu = inprocess.load_model(bundle_dir, provider="cpu")
+    x1 = cpu.preprocess(payload)
+    del cpu
+    sess = session(bundle_dir, provider)
+    name = sess.get_inputs()[0].name
+    results = []
+    for b in batches:
+        x = np.ascontiguousarray(np.broadcast_to(x1, (b, *x1.shape)))
+        for _ in range(3):  # warm-up: cuDNN algorithm search, arena growth
+            sess.run([PROBABILITIES_OUTPUT], {name: x})
+        times: list[float] = []
+        stop = time.perf_counter() + duration
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            sess.run([PROBABILITIES_OUTPUT], {name: x})
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        results.append(
+            {
+                "batch": b,
+                "runs": len(times),
+                "images_per_s": round(b * len(times) / sum(times), 1),
+                "p50_ms": round(times[len(times) // 2] * 1000, 3),
+                "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))] * 1000, 3),
+            }
+        )
+    return results

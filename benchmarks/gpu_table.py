@@ -1,0 +1,136 @@
+"""gpu_check.json -> a short markdown report: checks, onnxruntime alone, service, targets."""
+
+from __future__ import annotations
+
+from benchmarks.report import table
+
+
+def _ref(ort_rows: list[dict], inflight: int) -> dict | None:
+    """The onnxruntime-alone row for the largest measured batch the service could have formed."""
+    fitting = [r for r in ort_rows if r["batch"] <= inflight]
+    return max(fitting, key=lambda r: r["batch"]) if fitting else None
+
+
+def _model_section(name: str, m: dict) -> list[str]:
+    ort_rows = m.get("onnxruntime", [])
+    payload = m.get("payload", {})
+    lines = [
+        f"### {name} (input {m['input']['height']}x{m['input']['width']}x{m['input']['channels']}, "
+        f"payload {payload.get('content_type')} {payload.get('bytes')} B)",
+        "",
+    ]
+    if ort_rows:
+        lines += ["onnxruntime alone (preprocessed host arrays in, probabilities out):", ""]
+        lines.append(
+            table(
+                ["batch", "images/s", "p50 ms", "p99 ms"],
+                [[r["batch"], r["images_per_s"], r["p50_ms"], r["p99_ms"]] for r in ort_rows],
+            )
+        )
+        lines.append("")
+    rows = []
+    for r in m.get("service", []):
+        ref = _ref(ort_rows, r["images_per_request"] * r["concurrency"])
+        ratio = r["images_per_s"] / ref["images_per_s"] if ref and ref["images_per_s"] else None
+        rows.append(
+            [
+                r["images_per_request"],
+                r["concurrency"],
+                r["requests_per_s"],
+                r["images_per_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+                ref["batch"] if ref else None,
+                ratio,
+                r["errors"],
+            ]
+        )
+    if rows:
+        lines += ["through the service (HTTP over loopback, separate client processes):", ""]
+        lines.append(
+            table(
+                [
+                    "images/req",
+                    "conc",
+                    "req/s",
+                    "images/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "vs ort batch",
+                    "ratio",
+                    "errors",
+                ],
+                rows,
+            )
+        )
+        lines.append("")
+    lines += _targets(m, ort_rows)
+    return lines
+
+
+def _targets(m: dict, ort_rows: list[dict]) -> list[str]:
+    service = m.get("service", [])
+    single = next(
+        (r for r in service if r["images_per_request"] == 1 and r["concurrency"] == 1), None
+    )
+    ort1 = next((r for r in ort_rows if r["batch"] == 1), None)
+    singles = [r for r in service if r["images_per_request"] == 1]
+    best_single = max(singles, key=lambda r: r["images_per_s"]) if singles else None
+    ratios = []
+    for r in service:
+        ref = _ref(ort_rows, r["images_per_request"] * r["concurrency"])
+        if ref and ref["images_per_s"]:
+            ratios.append(r["images_per_s"] / ref["images_per_s"])
+    out = ["targets:", ""]
+    if ratios:
+        out.append(
+            f"- best images/s ratio to onnxruntime alone on the same batch: {max(ratios):.2f} "
+            "(target >= 0.8)"
+        )
+    if single and best_single and single["images_per_s"]:
+        gain = best_single["images_per_s"] / single["images_per_s"]
+        out.append(
+            f"- dynamic batching, single-image requests: {gain:.1f}x the concurrency-1 throughput "
+            f"(c={best_single['concurrency']}; target >= 5x for the heavy CNN)"
+        )
+    if single and ort1 and single["p50_ms"] is not None:
+        out.append(
+            f"- p50 at concurrency 1: {single['p50_ms']} ms vs onnxruntime alone "
+            f"{ort1['p50_ms']} ms "
+            f"(+{single['p50_ms'] - ort1['p50_ms']:.2f} ms; target within 2 ms)"
+        )
+    return [*out, ""]
+
+
+def markdown(data: dict) -> str:
+    machine = data.get("machine", {})
+    lines = [
+        f"# gpu_check ({data.get('providers')}): {'OK' if data.get('ok') else 'FAILED'}",
+        "",
+        f"{machine.get('date')}, {machine.get('cpu_count')} CPUs ({machine.get('cpu')}), "
+        f"onnxruntime {machine.get('onnxruntime')}, GPU: {machine.get('gpu', 'n/a')}",
+        "",
+    ]
+    prov = data.get("checks", {}).get("provider", {})
+    lines.append(
+        f"- provider: expected {prov.get('expected')}, /models reports {prov.get('reported')} "
+        f"-> {'ok' if prov.get('ok') else 'FAILED'}"
+    )
+    for name, m in data.get("models", {}).items():
+        par = m.get("parity", {})
+        svc = par.get("service_vs_cpu", {})
+        direct = ", ".join(
+            f"{k}: {v['max_abs_diff']:.2e}"
+            for k, v in par.get("onnxruntime_vs_cpu", {}).items()
+            if isinstance(v, dict)
+        )
+        lines.append(
+            f"- {name}: service vs CPU over {svc.get('images')} images: max |dp| "
+            f"{svc.get('max_abs_diff', float('nan')):.2e}, "
+            f"label mismatches {svc.get('label_mismatches')} "
+            f"-> {'ok' if svc.get('ok') else 'FAILED'}; onnxruntime vs CPU directly: {direct}"
+        )
+    lines.append("")
+    for name, m in data.get("models", {}).items():
+        lines += _model_section(name, m)
+    return "\n".join(lines)

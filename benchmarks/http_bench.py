@@ -1,0 +1,256 @@
+"""HTTP throughput and latency of convserve next to its two references (issue 3, "Speed").
+
+For raw `image/jpeg` bodies of a 640x480 photo and for the multipart batch form,
+at each concurrency, it measures over loopback from a separate client process:
+
+- convserve (`python -m service`, dynamic batching),
+- the plain FastAPI + onnxruntime server (benchmarks/plain_server.py) with 1 and
+  2 uvicorn workers,
+
+and, in the same run, the in-process limit (benchmarks/inprocess.py). Each
+images/s is printed with its ratio to that limit.
+
+    python -m benchmarks.http_bench --out benchmarks/results/http-digits.json
+    python -m benchmarks.http_bench --model benchmarks/.cache/models/heavy/1
+    python -m benchmarks.http_bench --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+from pathlib import Path
+
+import httpx
+
+from benchmarks import inprocess, loadgen, report, servers, wrk
+from benchmarks.photo import PHOTO
+from service.bundle import read_bundle
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = ("convserve", "plain1", "plain2")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model", type=Path, default=REPO / "models/digits/1", help="bundle version directory"
+    )
+    p.add_argument("--photo", type=Path, default=PHOTO)
+    p.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each point")
+    p.add_argument("--concurrency", default="1,8,32,64", help="comma-separated")
+    p.add_argument(
+        "--batch", type=int, default=8, help="images per multipart request (0: skip that form)"
+    )
+    p.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime intra-op threads everywhere (0: default)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="convserve's max batch size (and the in-process one)",
+    )
+    p.add_argument("--client", choices=["python", "wrk", "auto"], default="python")
+    p.add_argument(
+        "--client-processes", type=int, default=1, help="python load-generator processes"
+    )
+    p.add_argument(
+        "--server-env", action="append", default=[], metavar="K=V", help="extra env for convserve"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny run: 1 s points, concurrency 1,8, batch 4"
+    )
+    p.add_argument("--out", type=Path, help="write all numbers as JSON here")
+    p.add_argument("--logdir", type=Path, default=REPO / "benchmarks/.cache/logs")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.concurrency, args.batch = (
+            1.0,
+            0.3,
+            "1,8",
+            min(args.batch, 4),
+        )
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    args.targets = [t for t in args.targets.split(",") if t]
+    if unknown := set(args.targets) - set(TARGETS):
+        p.error(f"unknown targets {sorted(unknown)}")
+    if args.client == "auto":
+        args.client = "wrk" if wrk.available() else "python"
+    return args
+
+
+def forms(photo: bytes, batch: int) -> list[tuple[str, bytes, str, int]]:
+    """(form name, body, content type, images per request)."""
+    out = [("raw", photo, "image/jpeg", 1)]
+    if batch > 0:
+        body, ctype = loadgen.multipart_body(
+            [(f"{i}.jpg", photo, "image/jpeg") for i in range(batch)]
+        )
+        out.append((f"multipart x{batch}", body, ctype, batch))
+    return out
+
+
+def drive(
+    args: argparse.Namespace, url: str, body: bytes, ctype: str, conc: int, images: int
+) -> dict:
+    if args.client == "wrk":
+        return wrk.run_wrk(
+            url,
+            body,
+            ctype,
+            concurrency=conc,
+            duration=args.duration,
+            warmup=args.warmup,
+            threads=args.client_processes,
+            images_per_request=images,
+        )
+    return loadgen.run_load(
+        url,
+        loadgen.build_request(url, body, ctype),
+        concurrency=conc,
+        duration=args.duration,
+        warmup=args.warmup,
+        processes=args.client_processes,
+        images_per_request=images,
+        expect=b'"predictions"',
+    )
+
+
+def check_answer(url: str, body: bytes, ctype: str, images: int) -> None:
+    """One request before measuring: a benchmark of error responses would be worthless."""
+    r = httpx.post(url, content=body, headers={"Content-Type": ctype}, timeout=60)
+    if r.status_code != 200 or len(r.json().get("predictions", [])) != images:
+        raise RuntimeError(f"{url}: {r.status_code} {r.text[:500]}")
+
+
+def measure_inprocess(args: argparse.Namespace, photo: bytes, form_list: list) -> dict[int, dict]:
+    """The in-process limit for every number of images in flight the HTTP runs use."""
+    model = inprocess.load_model(args.model, intra_op_threads=args.threads)
+    inflights = sorted({c * images for c in args.concurrency for *_, images in form_list})
+    limits: dict[int, dict] = {}
+    for n in inflights:
+        limits[n] = inprocess.measure_limit(
+            model,
+            photo,
+            inflight=n,
+            max_batch=args.max_batch,
+            duration=args.duration,
+            warmup=args.warmup,
+        )
+        report.log(
+            f"in-process, {n} in flight: {limits[n]['images_per_s']:.1f} images/s, "
+            f"single p50 {limits[n]['p50_ms']} ms"
+        )
+    del model
+    gc.collect()
+    return limits
+
+
+def start(target: str, args: argparse.Namespace):
+    if target == "convserve":
+        env = {
+            "CONVSERVE_MAX_BATCH_SIZE": str(args.max_batch),
+            "CONVSERVE_INTRA_OP_THREADS": str(args.threads),
+            "CONVSERVE_PROVIDERS": "cpu",
+        }
+        env.update(kv.split("=", 1) for kv in args.server_env)
+        bundle = args.model.resolve()
+        return servers.convserve(
+            bundle.parent.parent, bundle.parent.name, logdir=args.logdir, env=env
+        )
+    workers = int(target.removeprefix("plain"))
+    return servers.plain(
+        args.model, workers=workers, logdir=args.logdir, intra_op_threads=args.threads
+    )
+
+
+def print_table(results: list[dict], limits: dict[int, dict]) -> str:
+    headers = [
+        "server",
+        "form",
+        "conc",
+        "req/s",
+        "images/s",
+        "p50 ms",
+        "p99 ms",
+        "limit img/s",
+        "ratio",
+        "errors",
+    ]
+    rows = []
+    for r in results:
+        limit = limits[r["concurrency"] * r["images_per_request"]]
+        rows.append(
+            [
+                r["target"],
+                r["form"],
+                r["concurrency"],
+                r["requests_per_s"],
+                r["images_per_s"],
+                r["p50_ms"],
+                r["p99_ms"],
+                limit["images_per_s"],
+                r["images_per_s"] / limit["images_per_s"] if limit["images_per_s"] else None,
+                r["errors"],
+            ]
+        )
+    text = report.table(headers, rows)
+    single = limits.get(1, {}).get("p50_ms")
+    if single is not None:
+        text += f"\n\nin-process single-image time (decode + resize + run, p50): {single} ms"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    photo = args.photo.read_bytes()
+    form_list = forms(photo, args.batch)
+    data: dict = {
+        "machine": report.machine(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "photo": {"path": str(args.photo), "bytes": len(photo)},
+        "results": [],
+    }
+    report.log(f"model {args.model}, client {args.client}, concurrency {args.concurrency}")
+    limits = measure_inprocess(args, photo, form_list)
+    data["inprocess"] = {str(k): v for k, v in limits.items()}
+    report.write_json(args.out, data)
+    for target in args.targets:
+        with start(target, args) as server:
+            name = read_bundle(args.model, verify_hash=False).name
+            url = (
+                f"{server.url}/predict?model={name}"
+                if target == "convserve"
+                else f"{server.url}/predict"
+            )
+            for form, body, ctype, images in form_list:
+                check_answer(url, body, ctype, images)
+                for conc in args.concurrency:
+                    r = drive(args, url, body, ctype, conc, images) | {
+                        "target": target,
+                        "form": form,
+                    }
+                    data["results"].append(r)
+                    report.write_json(args.out, data)
+                    report.log(
+                        f"{target:9} {form:12} c={conc:<3} {r['images_per_s']:9.1f} images/s  "
+                        f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}"
+                    )
+    text = print_table(data["results"], limits)
+    data["table"] = text
+    report.write_json(args.out, data)
+    print(text)
+    return 1 if any(r["errors"] for r in data["results"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

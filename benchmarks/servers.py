@@ -1,0 +1,143 @@
+"""Start the servers under test as subprocesses on 127.0.0.1 and stop them cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    url: str  # base URL, no trailing slash
+    process: subprocess.Popen
+    log: Path
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def _wait_ready(server: Server, path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"{server.name} exited with {server.process.returncode}: {_tail(server.log)}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url + path, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name} not ready after {timeout:.0f}s: {_tail(server.log)}")
+
+
+def _tail(log: Path, n: int = 3000) -> str:
+    return log.read_text(errors="replace")[-n:] if log.exists() else ""
+
+
+def _stop(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def _started(
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    port: int,
+    ready: str,
+    logdir: Path,
+    timeout: float,
+):
+    logdir.mkdir(parents=True, exist_ok=True)
+    log = logdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(env), stdout=out, stderr=subprocess.STDOUT)
+    server = Server(name, f"http://127.0.0.1:{port}", proc, log)
+    try:
+        _wait_ready(server, ready, timeout)
+        yield server
+    finally:
+        _stop(server)
+
+
+def convserve(
+    model_root: Path,
+    model: str,
+    *,
+    logdir: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 180.0,
+) -> contextlib.AbstractContextManager[Server]:
+    """`python -m service` serving `model_root` (default `model`); ready when /readyz is 200."""
+    port = free_port()
+    settings = {
+        "CONVSERVE_MODEL_DIR": str(Path(model_root).resolve()),
+        "CONVSERVE_DEFAULT_MODEL": model,
+        "CONVSERVE_HOST": "127.0.0.1",
+        "CONVSERVE_PORT": str(port),
+        "CONVSERVE_LOG_LEVEL": "warning",
+        **(env or {}),
+    }
+    cmd = [sys.executable, "-m", "service"]
+    return _started("convserve", cmd, settings, port, "/readyz", logdir, timeout)
+
+
+def plain(
+    bundle_dir: Path,
+    *,
+    workers: int,
+    logdir: Path,
+    intra_op_threads: int = 0,
+    timeout: float = 120.0,
+) -> contextlib.AbstractContextManager[Server]:
+    """benchmarks/plain_server.py under uvicorn with `workers` processes, no access log."""
+    port = free_port()
+    env = {
+        "PLAIN_MODEL": str(Path(bundle_dir).resolve()),
+        "PLAIN_INTRA_OP_THREADS": str(intra_op_threads),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks.plain_server:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    return _started(f"plain-{workers}w", cmd, env, port, "/healthz", logdir, timeout)
