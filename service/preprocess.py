@@ -27,6 +27,7 @@ Pillow failure becomes an `ImageError` with a clear message instead of a crash.
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -35,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 from service.bundle import InputSpec, Preprocessing
 
 __all__ = [
+    "ALLOWED_FORMATS",
     "ImageDecodeError",
     "ImageError",
     "ImageTooLargeError",
@@ -53,6 +55,12 @@ _RESAMPLE: dict[str, Image.Resampling] = {
     "box": Image.Resampling.BOX,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+# Containers the server decodes: what users upload, via Pillow's bundled codecs.
+# (JPEG includes MPO, the multi-picture JPEG many phones write.) Everything else
+# Pillow could open - EPS, which runs Ghostscript; PSD, ICNS, FITS and friends - is
+# refused before its parser runs: attack surface an upload endpoint does not need.
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "AVIF")
 
 # Modes load_img keeps as they are for color_mode="grayscale".
 _GRAYSCALE_KEEP = ("L", "I;16", "I")
@@ -95,19 +103,23 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty image: no bytes were sent")
     try:
-        img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:  # beyond Pillow's own hard limit
+        img = Image.open(io.BytesIO(data), formats=_open_formats())
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # beyond Pillow's own limit (the warning only when warnings are errors)
         raise ImageTooLargeError(
             f"image refused as a decompression bomb (the limit is {max_pixels} pixels): {exc}"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("cannot identify image file: not a supported image format") from exc
+        raise ImageDecodeError(
+            "cannot identify image file: not an image in a supported format "
+            f"({', '.join(_open_formats())})"
+        ) from exc
     except Exception as exc:  # any parser failure on untrusted bytes is bad input
         raise ImageDecodeError(f"cannot read image header: {_describe(exc)}") from exc
     _check_pixels(img.size, max_pixels)
     try:
         img.load()
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(
             f"image refused as a decompression bomb (the limit is {max_pixels} pixels): {exc}"
         ) from exc
@@ -117,6 +129,13 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     # A few formats (ICO, ICNS, ...) settle their size only when loaded.
     _check_pixels(img.size, max_pixels)
     return img
+
+
+@functools.cache
+def _open_formats() -> tuple[str, ...]:
+    """ALLOWED_FORMATS that this Pillow build can open (AVIF needs libavif)."""
+    Image.init()
+    return tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
 
 
 def _describe(exc: BaseException) -> str:

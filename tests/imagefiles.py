@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 __all__ = [
     "BadImage",
@@ -139,6 +139,12 @@ def _exif_rotated(size, rng):
     return _encode(_color(size, rng, "RGB"), "JPEG", quality=90, exif=exif.tobytes())
 
 
+def _mpo(size, rng):
+    """Multi-picture JPEG, as many phone cameras write (Pillow opens it as MPO)."""
+    first, second = _color(size, rng, "RGB"), _color(size, rng, "RGB")
+    return _encode(first, "MPO", save_all=True, append_images=[second], quality=88)
+
+
 # name -> (size, encoder). Sizes: smaller and larger than typical inputs, both orientations.
 _GOOD: dict[str, tuple[tuple[int, int], Callable[..., bytes]]] = {
     "L.png": ((64, 48), lambda s, r: _encode(_gray(s, r), "PNG")),
@@ -164,6 +170,8 @@ _GOOD: dict[str, tuple[tuple[int, int], Callable[..., bytes]]] = {
         (31, 47),
         lambda s, r: _encode(_color(s, r, "RGBA"), "WEBP", lossless=True),
     ),
+    "RGB.avif": ((44, 28), lambda s, r: _encode(_color(s, r, "RGB"), "AVIF", quality=60)),
+    "phone.mpo.jpg": ((48, 36), _mpo),
     "RGB.tif": ((55, 33), lambda s, r: _encode(_color(s, r, "RGB"), "TIFF")),
     "I32.tif": ((26, 39), _i32_tiff),
     "F32.tif": ((29, 18), _f32_tiff),
@@ -191,6 +199,8 @@ def good_images(seed: int = 0) -> list[SampleImage]:
     """Every supported mode/container, as real encoded files."""
     out = []
     for name, (size, encoder) in _GOOD.items():
+        if name.endswith(".avif") and not features.check("avif"):
+            continue  # Pillow built without libavif: the server cannot decode AVIF either
         data = encoder(size, _rng(seed, name))
         with Image.open(io.BytesIO(data)) as img:
             out.append(SampleImage(name, data, img.mode, img.size))
@@ -252,6 +262,9 @@ def bad_images(seed: int = 0) -> list[BadImage]:
         BadImage("truncated.jpg", _truncate(jpeg, 0.6), 400, "image/jpeg"),
         BadImage("png_signature_only.png", png[:8], 400, "image/png"),
         BadImage("bad_crc.png", bytes(bad_crc), 400, "image/png"),
+        # real images in containers the server does not decode (EPS would run Ghostscript)
+        BadImage("image.tga", _encode(Image.open(io.BytesIO(png)), "TGA"), 400, "image/x-tga"),
+        BadImage("image.eps", _encode(Image.open(io.BytesIO(png)), "EPS"), 400, "image/eps"),
         BadImage("text.txt", b"This is a text file, not an image.\n" * 4, 400, "text/plain"),
         BadImage("bomb.png", png_bomb(), 413, "image/png"),
     ]

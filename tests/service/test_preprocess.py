@@ -43,6 +43,17 @@ def test_bad_uploads_are_refused_with_the_right_error(bad) -> None:
     assert "Traceback" not in str(error)
 
 
+def test_formats_outside_the_allow_list_are_refused_before_parsing() -> None:
+    """TGA and EPS files are real images Pillow could open (EPS via Ghostscript)."""
+    refused = {b.name: b.data for b in bad_images() if b.name in ("image.tga", "image.eps")}
+    assert len(refused) == 2
+    for name, data in refused.items():
+        with Image.open(io.BytesIO(data)) as img:  # unrestricted Pillow reads the header
+            assert img.format in ("TGA", "EPS") and img.size == (80, 60), name
+        with pytest.raises(ImageDecodeError, match="supported format"):
+            open_image(data, max_pixels=MAX_PIXELS)
+
+
 def test_truncated_files_stay_errors() -> None:
     """Pillow's LOAD_TRUNCATED_IMAGES would pad a cut-off upload with grey; never on."""
     truncated = next(b for b in bad_images() if b.name == "truncated.jpg")
