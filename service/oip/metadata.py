@@ -23,8 +23,12 @@ def server_metadata() -> dict:
     return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
 
-def model_metadata(bundle: Bundle, versions: Sequence[str]) -> dict:
-    """Two alternative inputs (a request sends one); probabilities and every feature map out."""
+def model_metadata(name: str, bundle: Bundle, versions: Sequence[str]) -> dict:
+    """Two alternative inputs (a request sends one); probabilities and every feature map out.
+
+    `name` is the name the model is served under (its directory), which wins
+    over bundle.json's own `name`.
+    """
     spec = bundle.input
     outputs = [{"name": PROBABILITIES, "datatype": FP32, "shape": [-1, len(bundle.classes)]}]
     outputs += [
@@ -32,7 +36,7 @@ def model_metadata(bundle: Bundle, versions: Sequence[str]) -> dict:
         for layer in bundle.feature_maps
     ]
     return {
-        "name": bundle.name,
+        "name": name,
         "versions": [str(v) for v in versions],
         "platform": PLATFORM,
         "inputs": [

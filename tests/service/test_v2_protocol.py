@@ -276,8 +276,8 @@ def test_classification_count_is_capped_at_classes():
 
 def test_metadata_documents(bundle):
     assert server_metadata()["extensions"] == ["binary_tensor_data", "classification"]
-    meta = model_metadata(bundle, ["1", "2"])
-    assert meta["versions"] == ["1", "2"]
+    meta = model_metadata("digits", bundle, ["1", "2"])
+    assert meta["name"] == "digits" and meta["versions"] == ["1", "2"]
     assert meta["inputs"] == [
         {"name": "image", "datatype": "FP32", "shape": [-1, 8, 8, 1]},
         {"name": "image_bytes", "datatype": "BYTES", "shape": [-1]},

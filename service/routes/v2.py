@@ -1,0 +1,127 @@
+"""Open Inference Protocol (KServe v2 / Triton) REST endpoints.
+
+The same models, batcher, limits, API key and error handling as `/predict`;
+only the wire format differs. Errors raised here are APIErrors, which the app
+renders as `{"error": "<message>"}` under `/v2`. The protocol itself (parsing,
+shape checks, binary tensors, classification) lives in `service.oip`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from service.auth import require_api_key
+from service.errors import APIError
+from service.models import ServedModel
+from service.oip.codec import decompress
+from service.oip.metadata import model_metadata, server_metadata
+from service.oip.protocol import HEADER_LENGTH, ProtocolError
+from service.oip.request import InferCall, parse_infer
+from service.oip.response import InferResponse, build_infer_response
+
+T = TypeVar("T")
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (v2)"])
+_keyed = [Depends(require_api_key)]
+
+# Parsing or serialising more than this much tensor data moves off the event loop;
+# below it the thread hop costs more than the work.
+_OFFLOAD_BYTES = 256 * 1024
+_CODES = {400: "bad_request", 413: "too_large", 415: "unsupported_media_type"}
+
+
+def _api_error(exc: ProtocolError) -> APIError:
+    return APIError(exc.status, _CODES.get(exc.status, "bad_request"), exc.message)
+
+
+async def _protocol(work: Callable[[], T], offload: bool) -> T:
+    """Run protocol code, in the thread pool when it is big; its refusals become APIErrors."""
+    try:
+        return await run_in_threadpool(work) if offload else work()
+    except ProtocolError as exc:
+        raise _api_error(exc) from None
+
+
+def _server_ready(request: Request) -> bool:
+    state = request.app.state
+    return bool(getattr(state, "ready", False)) and not getattr(state, "draining", False)
+
+
+def _resolve(request: Request, name: str, version: str | None) -> ServedModel:
+    return request.app.state.registry.resolve(name, version)
+
+
+@router.get("", summary="Server metadata")
+async def metadata() -> dict:
+    return server_metadata()
+
+
+@router.get("/health/live", summary="Liveness")
+async def live() -> dict:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Readiness: models loaded and warm, not draining")
+async def ready(request: Request) -> JSONResponse:
+    is_ready = _server_ready(request)
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+@router.get("/models/{name}", dependencies=_keyed, summary="Model metadata")
+@router.get("/models/{name}/versions/{version}", dependencies=_keyed, summary="Model metadata")
+async def model(request: Request, name: str, version: str | None = None) -> dict:
+    served = _resolve(request, name, version)
+    versions = [served.version] if version is not None else served.versions
+    return model_metadata(served.name, served.bundle, versions)
+
+
+@router.get("/models/{name}/ready", dependencies=_keyed, summary="Model readiness")
+@router.get(
+    "/models/{name}/versions/{version}/ready", dependencies=_keyed, summary="Model readiness"
+)
+async def model_ready(request: Request, name: str, version: str | None = None) -> JSONResponse:
+    served = _resolve(request, name, version)
+    is_ready = _server_ready(request)
+    return JSONResponse(
+        {"name": served.name, "version": served.version, "ready": is_ready},
+        status_code=200 if is_ready else 503,
+    )
+
+
+@router.post("/models/{name}/infer", dependencies=_keyed, summary="Inference")
+@router.post("/models/{name}/versions/{version}/infer", dependencies=_keyed, summary="Inference")
+async def infer(request: Request, name: str, version: str | None = None) -> Response:
+    settings = request.app.state.settings
+    deadline = time.monotonic() + settings.request_timeout_s
+    served = _resolve(request, name, version)
+    body = await request.body()
+    encoding = request.headers.get("content-encoding")
+    header_length = request.headers.get(HEADER_LENGTH)
+
+    def parse() -> InferCall:
+        raw = decompress(body, encoding, settings.max_body_bytes)
+        return parse_infer(raw, header_length, served.bundle, settings.max_images_per_request)
+
+    call = await _protocol(parse, len(body) > _OFFLOAD_BYTES or encoding is not None)
+    batch = call.tensor if call.tensor is not None else await served.decode(call.images)
+    results = await served.infer(batch, [o.name for o in call.outputs], deadline=deadline)
+
+    def build() -> InferResponse:
+        return build_infer_response(
+            model_name=served.name,
+            model_version=served.version,
+            request_id=call.id,
+            outputs=call.outputs,
+            results=results,
+            labels=served.bundle.classes,
+        )
+
+    size = sum(array.nbytes for array in results.values())
+    answer = await _protocol(build, size > _OFFLOAD_BYTES)
+    return Response(answer.body, headers=answer.headers, media_type=answer.media_type)
