@@ -116,7 +116,17 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         ) from exc
     except Exception as exc:  # any parser failure on untrusted bytes is bad input
         raise ImageDecodeError(f"cannot read image header: {_describe(exc)}") from exc
-    _check_pixels(img.size, max_pixels)
+    try:
+        _check_pixels(img.size, max_pixels)
+        _decode(img, max_pixels)
+        _check_pixels(img.size, max_pixels)  # defensive: the decoded size is what counts
+    except BaseException:
+        img.close()
+        raise
+    return img
+
+
+def _decode(img: Image.Image, max_pixels: int) -> None:
     try:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -126,9 +136,6 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     except Exception as exc:
         fmt = img.format or "image"
         raise ImageDecodeError(f"cannot decode {fmt} data: {_describe(exc)}") from exc
-    # A few formats (ICO, ICNS, ...) settle their size only when loaded.
-    _check_pixels(img.size, max_pixels)
-    return img
 
 
 @functools.cache
