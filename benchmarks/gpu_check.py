@@ -74,14 +74,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.batches, args.concurrency, args.duration, args.warmup = "1,4", "1,4", 0.5, 0.2
     args.batches = [int(x) for x in args.batches.split(",") if x]
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x]
-    if args.heavy is not None and not (args.heavy / "bundle.json").is_file():
-        versions = sorted(
-            (d for d in args.heavy.glob("*/*") if (d / "bundle.json").is_file()), key=str
-        )
-        if not versions:
-            p.error(f"--heavy {args.heavy}: no bundle.json there or in */*/")
-        args.heavy = versions[-1]
+    if args.heavy is not None:
+        args.heavy = find_bundle(args.heavy) or p.error(f"--heavy {args.heavy}: no bundle.json")
     return args
+
+
+def find_bundle(path: Path) -> Path | None:
+    """A version dir, a model dir (highest version) or a models dir (last name, highest version)."""
+    if (path / "bundle.json").is_file():
+        return path
+    for pattern in ("*", "*/*"):
+        found = [d for d in path.glob(pattern) if (d / "bundle.json").is_file()]
+        if found:
+            return max(
+                found, key=lambda d: (d.parent.name, int(d.name) if d.name.isdigit() else -1)
+            )
+    return None
 
 
 def gpu_name() -> str | None:

@@ -188,7 +188,7 @@ def run_load(
     """Drive `url` with `concurrency` keep-alive connections spread over `processes` processes."""
     parts = urlsplit(url)
     processes = max(1, min(processes, concurrency))
-    begin = time.time() + 0.5  # time for the processes to start
+    begin = time.time() + (0.5 if processes > 1 else 0.0)  # time for processes to start
     start = begin + warmup
     shards = [
         Shard(

@@ -1,0 +1,58 @@
+"""benchmarks/gpu_check.sh runs on CPU (`--providers cpu --quick`) and writes its report.
+
+The same script is what runs on the GPU machine; here it proves the plumbing:
+server start, provider check, answer parity against an onnxruntime CPU session,
+throughput points and the JSON/markdown output. Nothing is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import gpu_check, gpu_measure
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cpu_run_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable)
+    cmd = ["bash", "benchmarks/gpu_check.sh", "--providers", "cpu", "--quick", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((out / "gpu_check.json").read_text())
+    assert data["ok"] is True
+    assert data["checks"]["provider"]["reported"] == {"digits": "CPUExecutionProvider"}
+    digits = data["models"]["digits"]
+    parity = digits["parity"]["service_vs_cpu"]
+    assert parity["ok"] and parity["images"] >= 8 and parity["max_abs_diff"] <= 1e-4
+    assert [r["batch"] for r in digits["onnxruntime"]] == [1, 4]
+    points = {(r["images_per_request"], r["concurrency"]) for r in digits["service"]}
+    assert points == {(1, 1), (1, 4), (4, 1), (4, 4)}
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in digits["service"])
+    markdown = (out / "gpu_check.md").read_text()
+    assert markdown.startswith("# gpu_check (cpu): OK") and "through the service" in markdown
+    assert (out / "convserve.log").is_file() and (out / "metrics.txt").read_text()
+    assert "onnxruntime" in (out / "environment.txt").read_text()
+
+
+def test_heavy_accepts_a_models_dir(tmp_path: Path) -> None:
+    args = gpu_check.parse_args(["--out", str(tmp_path), "--heavy", str(ROOT / "models")])
+    assert args.heavy == ROOT / "models" / "digits" / "1"
+
+
+def test_parity_comparison_catches_a_wrong_answer() -> None:
+    classes = ["a", "b", "c"]
+    ref = [np.array([0.7, 0.2, 0.1]), np.array([0.1, 0.1, 0.8])]
+    same = [{"a": 0.7, "b": 0.2, "c": 0.1}, {"a": 0.1, "b": 0.1, "c": 0.8}]
+    assert gpu_measure.compare(classes, ref, same)["max_abs_diff"] < 1e-12
+    wrong = [{"a": 0.7, "b": 0.2, "c": 0.1}, {"a": 0.5, "b": 0.1, "c": 0.4}]
+    result = gpu_measure.compare(classes, ref, wrong)
+    assert result["label_mismatches"] == [1] and result["max_abs_diff"] == pytest.approx(0.4)

@@ -1,0 +1,64 @@
+"""benchmarks/http_bench.py runs end to end on CPU in a tiny configuration.
+
+It starts convserve and the plain FastAPI reference (1 and 2 workers) as real
+subprocesses and drives them over loopback; the test checks the run completes
+and reports every point with no errors, never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import wrk
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bench(tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "results.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.http_bench",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--concurrency",
+        "2",
+        "--batch",
+        "2",
+        "--logdir",
+        str(tmp_path / "logs"),
+        "--out",
+        str(out),
+        *extra,
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| server" in done.stdout
+    return json.loads(out.read_text())
+
+
+def test_all_targets_both_forms(tmp_path: Path) -> None:
+    data = run_bench(tmp_path)
+    seen = {(r["target"], r["form"]) for r in data["results"]}
+    forms = {"raw", "multipart x2"}
+    assert seen == {(t, f) for t in ("convserve", "plain1", "plain2") for f in forms}
+    for r in data["results"]:
+        assert r["errors"] == 0 and r["requests"] > 0, r
+    assert set(data["inprocess"]) == {"2", "4"}  # images in flight: 2x1 and 2x2
+    assert all(v["images_per_s"] > 0 for v in data["inprocess"].values())
+    assert data["machine"]["cpu_count"] >= 1 and data["table"].startswith("| server")
+
+
+@pytest.mark.skipif(not wrk.available(), reason="wrk not installed (apt-get install -y wrk)")
+def test_wrk_client(tmp_path: Path) -> None:
+    data = run_bench(tmp_path, "--client", "wrk", "--targets", "convserve", "--batch", "0")
+    (r,) = data["results"]
+    assert r["client"] == "wrk" and r["errors"] == 0 and r["requests"] > 0
