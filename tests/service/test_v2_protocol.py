@@ -286,3 +286,30 @@ def test_metadata_documents(bundle):
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
         {"name": "conv2d", "datatype": "FP32", "shape": [-1, 6, 6, 4]},
     ]
+
+
+def test_non_finite_inputs_are_refused(bundle):
+    too_big = json.dumps({"inputs": [_image(data=[1e39] * 64)]}).encode()  # > float32 max
+    nan = np.zeros(64, np.float32)
+    nan[5] = np.nan
+    binary = _fp32_input(nan.reshape(1, 8, 8, 1), True)
+    for body, length in [(too_big, None), _request([binary])]:
+        with pytest.raises(ProtocolError, match="NaN or infinite") as caught:
+            parse_infer(body, length, bundle, max_batch=4)
+        assert caught.value.status == 400
+
+
+def test_non_finite_output_needs_binary():
+    fmap = np.full((1, 6, 6, 4), np.inf, np.float32)
+    kwargs = {"model_name": "m", "model_version": "1", "request_id": None, "labels": LABELS}
+    with pytest.raises(ProtocolError, match="binary_data: true"):
+        build_infer_response(
+            outputs=[OutputRequest("conv2d", binary=False)], results={"conv2d": fmap}, **kwargs
+        )
+    answer = build_infer_response(
+        outputs=[OutputRequest("conv2d", binary=True)], results={"conv2d": fmap}, **kwargs
+    )
+    result = InferenceServerClient.parse_response_body(
+        answer.body, header_length=int(answer.headers["Inference-Header-Content-Length"])
+    )
+    assert np.isinf(result.as_numpy("conv2d")).all()
