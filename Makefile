@@ -19,10 +19,18 @@ $(VENV)/.test-deps: pyproject.toml | $(PY)
 	$(PIP) -e '.[cpu,train,dev]'
 	touch $@ $(VENV)/.serve-deps
 
+# checkov (tests/deploy) pins packaging<24, which clashes with the dev tools:
+# it gets a virtual environment of its own
+CHECKOV_VENV ?= .venv-checkov
+$(CHECKOV_VENV)/.deps: tests/deploy/checkov-requirements.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
 serve: $(VENV)/.serve-deps
 	$(VENV)/bin/convserve
 
-test: $(VENV)/.test-deps
+test: $(VENV)/.test-deps $(CHECKOV_VENV)/.deps
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.test-deps
