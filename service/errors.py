@@ -92,7 +92,7 @@ def _validation_error(request: Request, exc: Exception) -> Response:
 
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    code = _CODE_BY_STATUS.get(exc.status_code, "error")
+    code = getattr(exc, "code", None) or _CODE_BY_STATUS.get(exc.status_code, "error")
     message = str(exc.detail) if exc.detail else code
     if exc.status_code == 404 and message == "Not Found":
         message = f"no such endpoint: {request.method} {request.url.path}"

@@ -15,7 +15,7 @@ import uuid
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response
+from service.errors import error_response, unavailable
 from service.metrics import Metrics
 
 log = logging.getLogger("convserve.access")
@@ -71,7 +71,15 @@ class RequestMiddleware:
         self.state.in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            if self.state.draining and scope["method"] == "POST":
+                # inference requests that arrive after SIGTERM go elsewhere; those already
+                # here (queued, decoding, running) are finished by the drain
+                err = unavailable("draining", "the server is shutting down; retry elsewhere")
+                response = error_response(
+                    scope["path"], err.status, err.code, err.message, err.headers
+                )
+                await response(scope, receive, send_wrapper)
+            elif length is not None and (not length.isdigit() or int(length) > self.max_body):
                 err = BodyTooLarge(self.max_body)
                 response = error_response(scope["path"], 413, err.code, err.detail)
                 if not length.isdigit():

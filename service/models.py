@@ -105,8 +105,6 @@ class ServedModel:
         deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Rows of `batch` through the batcher; name -> (N, ...) arrays. APIError 503/504/500."""
-        if getattr(self._state, "draining", False):
-            raise unavailable("draining", "the server is shutting down; retry on another replica")
         for name in outputs:
             if name != PROBABILITIES_OUTPUT and name not in self.layers:
                 raise APIError(404, "unknown_output", self.unknown_layer_message(name))

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     model_dir: Path = Path("models")
     default_model: str = "digits"
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=0, le=65535, description="0 lets the kernel pick a free port")
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
 
     # onnxruntime

@@ -18,7 +18,10 @@ from service.errors import APIError
 
 Images = tuple[list[bytes], list[str | None]]
 
-SUPPORTED = "image/* (raw body), multipart/form-data (`file` parts) or application/json (instances)"
+SUPPORTED = (
+    "image/* or application/octet-stream (raw body), multipart/form-data (`file` parts) "
+    "or application/json (instances)"
+)
 
 
 def _too_many(count: int | str, limit: int) -> APIError:
@@ -30,7 +33,7 @@ def _too_many(count: int | str, limit: int) -> APIError:
 async def read_images(request: Request, max_images: int) -> Images:
     content_type = request.headers.get("content-type", "")
     media_type = content_type.partition(";")[0].strip().lower()
-    if media_type.startswith("image/"):
+    if media_type.startswith("image/") or media_type == "application/octet-stream":
         return [await request.body()], [None]
     if media_type == "multipart/form-data":
         return await _multipart(request, max_images)

@@ -1,0 +1,89 @@
+"""Dynamic batching seen from outside: concurrent requests share batches, answers stay theirs."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import httpx
+import numpy as np
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.service.serving import LiveServer, distinct_label_images, reference, settings
+
+
+def _histogram(metrics_text: str, name: str) -> dict[str, float]:
+    """{le: cumulative count, "count": n, "sum": s} of one histogram (single label set)."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                out[sample.labels["le"]] = sample.value
+            elif sample.name.endswith("_count"):
+                out["count"] = sample.value
+            elif sample.name.endswith("_sum"):
+                out["sum"] = sample.value
+    return out
+
+
+async def _fire(url: str, bodies: list[bytes]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        return await asyncio.gather(
+            *(
+                client.post("/predict?top_k=10", content=b, headers={"Content-Type": "image/png"})
+                for b in bodies
+            )
+        )
+
+
+def test_concurrent_requests_share_batches_without_cross_talk() -> None:
+    images = distinct_label_images(48)
+    cfg = settings(max_batch_size=16, max_batch_delay_ms=20, decode_threads=2)
+    with LiveServer(cfg) as live:
+        responses = asyncio.run(_fire(live.url, [data for _, data in images]))
+        metrics = httpx.get(live.url + "/metrics").text
+    expected = reference([data for _, data in images])["probabilities"]
+    for (label, _), response, want in zip(images, responses, expected, strict=True):
+        assert response.status_code == 200, response.text
+        (prediction,) = response.json()["predictions"]
+        assert prediction["label"] == str(label)  # its own image's label, not a neighbour's
+        got = np.zeros(10, dtype=np.float32)
+        for entry in prediction["top_k"]:
+            got[int(entry["label"])] = entry["probability"]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    batches = _histogram(metrics, "convserve_batch_size")
+    assert batches["sum"] >= 48  # every image went through the model (plus nothing else)
+    assert batches["1.0"] < batches["count"], f"no batch larger than one: {batches}"
+    assert batches["16.0"] == batches["count"]  # never above max_batch_size
+
+
+def test_full_queue_answers_503_with_retry_after() -> None:
+    # max_queue=1 and a long gather window: while one image waits, the others find it full
+    images = distinct_label_images(24)
+    cfg = settings(max_queue=1, max_batch_size=64, max_batch_delay_ms=500)
+    with LiveServer(cfg) as live:
+        responses = asyncio.run(_fire(live.url, [data for _, data in images]))
+        assert httpx.get(live.url + "/healthz").status_code == 200
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 200 in statuses and 503 in statuses, statuses
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["Retry-After"] == "1"
+            assert r.json()["error"]["code"] == "queue_full"
+
+
+def test_passed_deadline_answers_504() -> None:
+    # decoding a 2000 x 2000 PNG takes far longer than the 1 ms request timeout
+    noise = np.random.default_rng(0).integers(0, 256, (2000, 2000), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG", compress_level=1)
+    with LiveServer(settings(request_timeout_s=0.001)) as live, live.client() as client:
+        r = client.post("/predict", content=buf.getvalue(), headers={"Content-Type": "image/png"})
+        assert r.status_code == 504, r.text
+        assert r.json()["error"]["code"] == "timeout"
+        assert client.get("/healthz").status_code == 200
