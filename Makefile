@@ -39,10 +39,13 @@ lint: $(VENV)/.test-deps
 format: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
-# reproduces models/digits/1 (see README)
+# reproduces models/digits/1 (see training/README.md); refuses to overwrite an existing
+# bundle: `rm -rf models/digits/1` first, or `make train-digits MODELS_OUT=/tmp/models`
+MODELS_OUT ?= models
 train-digits: $(VENV)/.test-deps
+	rm -rf data/digits
 	$(VENV)/bin/convserve-train digits data/digits
-	$(VENV)/bin/convserve-train train data/digits --name digits --version 1 --out models --config training/configs/digits.json
+	$(VENV)/bin/convserve-train train data/digits --out $(MODELS_OUT) --name digits --version 1 --config training/configs/digits.json
 
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache

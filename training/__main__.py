@@ -35,7 +35,15 @@ def _train(args) -> None:
 
         config = replace(config, layers=[parse_layer_flag(text) for text in args.layer])
     bundle, path = run_train(
-        TrainRequest(args.data_dir, args.out, args.name, args.version, config, args.validation_dir)
+        TrainRequest(
+            args.data_dir,
+            args.out,
+            args.name,
+            args.version,
+            config,
+            args.validation_dir,
+            args.save_keras,
+        )
     )
     _report(bundle, path)
 

@@ -52,6 +52,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="JSON with data / training / layers sections")
     p.add_argument("--validation-dir", type=Path, help="held-out tree instead of a split")
     p.add_argument(
+        "--save-keras", type=Path, metavar="MODEL.keras", help="also save the trained Keras model"
+    )
+    p.add_argument(
         "--layer",
         action="append",
         metavar="TYPE:K=V,...",

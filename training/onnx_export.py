@@ -53,7 +53,8 @@ def _export_model(model, layers: list):
         )
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         raise TrainingError("the model must have one image input of shape (batch, H, W, C)")
-    export = keras.Model(model.inputs, [model.outputs[0]] + [layer.output for layer in layers])
+    outputs = [model.outputs[0]] + [layer.output for layer in layers]
+    export = keras.Model(model.inputs, outputs, name="convserve_export")  # stable node names
     # Keras 3 + tf2onnx: without output_names, from_keras fails with KeyError 'keras_tensor_N'.
     export.output_names = [PROBABILITIES] + [layer.name for layer in layers]
     return export

@@ -16,6 +16,7 @@ from service.bundle import CHANNELS_BY_COLOR_MODE, Bundle, InputSpec, Metrics
 from training import bundle_writer, plots
 from training.config import RunConfig, as_dict
 from training.data import load_data, scan_directory, warn_skipped
+from training.errors import TrainingError
 from training.spec import describe, parse_layers
 
 PARITY_BATCH = 64
@@ -29,12 +30,16 @@ class TrainRequest:
     version: str
     config: RunConfig
     validation_dir: Path | None = None
+    save_keras: Path | None = None
 
 
 def run_train(request: TrainRequest) -> tuple[Bundle, Path]:
     """Train a CNN on `data_dir` and write MODELS_DIR/<name>/<version>; returns the bundle."""
     config = request.config
     destination = bundle_writer.bundle_path(request.models_dir, request.name, request.version)
+    keras_path = request.save_keras
+    if keras_path is not None and (keras_path.suffix != ".keras" or keras_path.exists()):
+        raise TrainingError(f"--save-keras {request.save_keras}: needs a new *.keras path")
     scan = scan_directory(request.data_dir)
     warn_skipped(scan)
     height, width = config.data.image_size
@@ -102,6 +107,9 @@ def run_train(request: TrainRequest) -> tuple[Bundle, Path]:
             "training.json": (json.dumps(record, indent=2) + "\n").encode(),
         },
     )
+    if request.save_keras is not None:
+        model.save(request.save_keras)
+        print(f"saved the Keras model to {request.save_keras}")
     return bundle, destination
 
 

@@ -201,7 +201,7 @@ def parse_layers(
             "architecture: the stack must contain a flatten or global_average_pooling2d "
             "layer before the softmax head"
         )
-    if not any(layer.is_feature_map for layer in result):
+    if not any(layer.type == "conv2d" for layer in result):
         raise TrainingError("architecture: at least one conv2d layer is needed")
     return result
 
