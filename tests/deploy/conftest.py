@@ -9,11 +9,13 @@ import subprocess
 
 import pytest
 from deploy_support import (
+    COMPOSED,
     DOCKERFILES,
     KUSTOMIZATIONS,
     ROOT,
     checkov_path,
     missing_tool,
+    render_composed_text,
     render_text,
 )
 
@@ -47,6 +49,8 @@ def checkov_kubernetes(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("rendered")
     for name in KUSTOMIZATIONS:
         (out / f"{name}.yaml").write_text(render_text(name))
+    for name in COMPOSED:
+        (out / f"{name}.yaml").write_text(render_composed_text(name))
     return run_checkov("kubernetes", ["--directory", str(out)])
 
 

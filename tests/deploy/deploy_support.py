@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,13 +95,37 @@ def render_text(name: str) -> str:
     return out.stdout
 
 
-def render_dir(path: Path) -> list[dict]:
-    """Render any kustomization directory (used for overlay + component combinations)."""
-    out = subprocess.run(
-        [kubectl(), "kustomize", str(path)], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, f"kubectl kustomize {path} failed:\n{out.stderr}"
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+# the opt-in components, composed with an overlay as a user would
+COMPONENTS = ("servicemonitor", "model-from-image")
+COMPOSED = {
+    "cpu+servicemonitor": ("cpu", ("servicemonitor",)),
+    "gpu+all-components": ("gpu", COMPONENTS),
+}
+
+
+@functools.cache
+def render_composed_text(name: str) -> str:
+    """Render an overlay plus components through a throw-away kustomization."""
+    overlay, components = COMPOSED[name]
+    where = Path(tempfile.mkdtemp(prefix="convserve-kustomize-"))
+    try:
+        relative = functools.partial(os.path.relpath, start=where)  # kustomize wants relative
+        lines = ["apiVersion: kustomize.config.k8s.io/v1beta1", "kind: Kustomization"]
+        lines += ["resources:", f"  - {relative(K8S / 'overlays' / overlay)}", "components:"]
+        lines += [f"  - {relative(K8S / 'components' / c)}" for c in components]
+        (where / "kustomization.yaml").write_text("\n".join(lines) + "\n")
+        out = subprocess.run(
+            [kubectl(), "kustomize", str(where)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        shutil.rmtree(where)
+    assert out.returncode == 0, f"kubectl kustomize {name} failed:\n{out.stderr}"
+    return out.stdout
+
+
+def render_composed(name: str) -> list[dict]:
+    """The rendered documents of one overlay + components combination."""
+    return [d for d in yaml.safe_load_all(render_composed_text(name)) if d]
 
 
 def render(name: str) -> list[dict]:

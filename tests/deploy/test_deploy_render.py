@@ -4,17 +4,17 @@ custom resources by their embedded pod spec and their references."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from deploy_support import (
-    K8S,
+    COMPOSED,
     KUSTOMIZATIONS,
     OVERLAYS,
+    container_env,
     missing_tool,
     one,
     render,
-    render_dir,
+    render_composed,
+    server_container,
 )
 
 # The oldest Kubernetes the manifests promise to work on, and the newest schema
@@ -43,17 +43,6 @@ def _validate(doc: dict, version: str) -> None:
         name = f"{doc['kind']}/{doc['metadata']['name']}"
         message = f"{name} invalid for Kubernetes {version}: {path}: {exc.message}"
         raise AssertionError(message) from None
-
-
-def _with_servicemonitor(tmp_path, overlay: str) -> list[dict]:
-    """An overlay plus the opt-in ServiceMonitor component, as a user would compose them."""
-    base = os.path.relpath(K8S / "overlays" / overlay, tmp_path)  # kustomize wants relative
-    component = os.path.relpath(K8S / "components" / "servicemonitor", tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {base}\ncomponents:\n  - {component}\n"
-    )
-    return render_dir(tmp_path)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -93,19 +82,39 @@ def test_schema_validation_rejects_a_broken_manifest() -> None:
         _validate(broken, "1.28")
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_servicemonitor_component_scrapes_the_service(tmp_path, overlay: str) -> None:
-    docs = _with_servicemonitor(tmp_path, overlay)
+@pytest.mark.parametrize("name", list(COMPOSED))
+def test_overlays_with_components_stay_valid(name: str) -> None:
+    for doc in render_composed(name):
+        if doc["kind"] not in CUSTOM_KINDS:
+            _validate(doc, "1.28")
+
+
+@pytest.mark.parametrize("name", list(COMPOSED))
+def test_servicemonitor_component_scrapes_the_service(name: str) -> None:
+    docs = render_composed(name)
     monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     labels = service["metadata"]["labels"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
     ports = {p["name"] for p in service["spec"]["ports"]}
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
     # ...and the pod annotations no longer invite a second, duplicate scrape
     pod = one(docs, "Deployment")["spec"]["template"]
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "false"
-    for doc in docs:
-        if doc["kind"] not in CUSTOM_KINDS:
-            _validate(doc, "1.28")
+
+
+def test_model_from_image_component_feeds_the_model_dir() -> None:
+    docs = render_composed("gpu+all-components")
+    spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    model_dir = container_env(server_container(spec), docs)["CONVSERVE_MODEL_DIR"]
+    (init,) = spec["initContainers"]
+    (writes,) = [m for m in init["volumeMounts"] if m["mountPath"] == model_dir]
+    (reads,) = [m for m in server_container(spec)["volumeMounts"] if m["mountPath"] == model_dir]
+    assert writes["name"] == reads["name"] and reads["readOnly"] is True
+    assert init["command"][-1].rstrip("/") == model_dir
+    (volume,) = [v for v in spec["volumes"] if v["name"] == reads["name"]]
+    assert "emptyDir" in volume
+    sc = init["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and sc["capabilities"] == {"drop": ["ALL"]}
