@@ -54,8 +54,8 @@ def scan_directory(directory: Path) -> DirectoryScan:
                 continue
             try:
                 with Image.open(path) as image:
-                    image.size  # noqa: B018 - header decoded lazily; touching it validates
-            except (UnidentifiedImageError, OSError) as exc:
+                    image.verify()  # structure and checksums, without a full decode
+            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
                 broken.append(f"{path} ({type(exc).__name__})")
                 continue
             count += 1

@@ -157,7 +157,9 @@ def run_export(request: ExportRequest) -> tuple[Bundle, Path]:
     )
     from training.onnx_export import convert
 
-    exported = convert(model, sample[:PARITY_BATCH])
+    sample = sample[:PARITY_BATCH]
+    print(f"exporting with tf2onnx, checking onnxruntime on {len(sample)} images")
+    exported = convert(model, sample)
     bundle = bundle_writer.write(
         destination,
         name=request.name,

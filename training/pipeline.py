@@ -69,6 +69,7 @@ def run_train(request: TrainRequest) -> tuple[Bundle, Path]:
     from training.onnx_export import convert
 
     sample = _validation_sample(data.validation)
+    print(f"exporting with tf2onnx, checking onnxruntime on {len(sample)} validation images")
     exported = convert(model, sample)
     curves = plots.training_curves(result.history)
     matrix_png, matrix = plots.confusion_matrix(result.val_true, result.val_pred, data.classes)

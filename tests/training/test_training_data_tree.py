@@ -49,5 +49,8 @@ def test_class_without_images(tmp_path: Path, make_tree: Callable) -> None:
 def test_undecodable_image_file(tmp_path: Path, make_tree: Callable) -> None:
     make_tree(tmp_path, ("a", "b"), 2)
     (tmp_path / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but truncated")
-    with pytest.raises(TrainingError, match=r"1 image file\(s\) cannot be decoded: .*broken.png"):
+    whole = (tmp_path / "a" / "000.png").read_bytes()
+    (tmp_path / "a" / "cut.png").write_bytes(whole[: len(whole) - 20])  # valid header, cut short
+    with pytest.raises(TrainingError, match=r"2 image file\(s\) cannot be decoded") as caught:
         scan_directory(tmp_path)
+    assert "cut.png" in str(caught.value) and "broken.png" in str(caught.value)
