@@ -6,8 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+# the helpers beside this file, whatever pytest's import mode
+sys.path.insert(0, str(Path(__file__).parent))
 from deploy_support import (
     COMPOSED,
     DOCKERFILES,
