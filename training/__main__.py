@@ -45,22 +45,22 @@ def _train(args) -> None:
             args.save_keras,
         )
     )
-    _report(bundle, path)
+    _report(bundle, path, "held-out accuracy")
 
 
 def _export(args) -> None:
     from training.exporter import ExportRequest, run_export
 
     bundle, path = run_export(ExportRequest.from_args(args))
-    _report(bundle, path)
+    _report(bundle, path, "accuracy on --data")
 
 
-def _report(bundle, path) -> None:
+def _report(bundle, path, label: str) -> None:
     size = sum(p.stat().st_size for p in path.iterdir())
     accuracy = bundle.metrics.val_accuracy
     print(
         f"wrote {path} ({size / 1e6:.2f} MB): classes {len(bundle.classes)}, "
-        f"held-out accuracy {'n/a' if accuracy is None else f'{accuracy:.4f}'}, "
+        f"{label} {'n/a' if accuracy is None else f'{accuracy:.4f}'}, "
         f"parity {bundle.parity:.2e}"
     )
 
@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused (full disk, permissions, ...)
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; nothing written", file=sys.stderr)
         return 130

@@ -44,6 +44,9 @@ def bundle_path(models_dir: Path, name: str, version: str) -> Path:
             f"output directory {destination} already exists; choose another --version "
             "or remove it first"
         )
+    existing = next(p for p in destination.parents if p.exists())  # "." or "/" at worst
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainingError(f"cannot create {destination}: {existing} is not a writable directory")
     return destination
 
 

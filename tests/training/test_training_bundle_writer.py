@@ -47,3 +47,6 @@ def test_bundle_path_checks(tmp_path: Path) -> None:
         bundle_path(tmp_path, "digits", "7")
     with pytest.raises(TrainingError, match="model name"):
         bundle_path(tmp_path, "../up", "1")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(TrainingError, match=r"file\.txt is not a writable directory"):
+        bundle_path(tmp_path / "file.txt" / "models", "digits", "1")
