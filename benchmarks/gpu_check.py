@@ -69,9 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--quick", action="store_true", help="seconds-long run: batches 1,4; concurrency 1,4"
     )
+    if p.parse_args(argv).quick:  # quick changes the defaults; flags given explicitly still win
+        p.set_defaults(batches="1,4", concurrency="1,4", duration=0.5, warmup=0.2)
     args = p.parse_args(argv)
-    if args.quick:
-        args.batches, args.concurrency, args.duration, args.warmup = "1,4", "1,4", 0.5, 0.2
     args.batches = [int(x) for x in args.batches.split(",") if x]
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x]
     if args.heavy is not None:
@@ -155,82 +155,94 @@ def run(args: argparse.Namespace) -> dict:
         **dict(kv.split("=", 1) for kv in args.server_env),
     }
     data["server_env"] = env
-    with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
-        root = model_root(bundles, Path(tmp) / "models")
-        names = [read_bundle(b, verify_hash=False).name for b in bundles]
-        report.log("starting convserve (loads and warms up every model)...")
-        with servers.convserve(root, names[0], logdir=out, env=env, timeout=240) as server:
-            data["checks"]["provider"] = check_providers(
-                server.url, names, EXPECTED[args.providers]
-            )
-            report.log(f"provider check: {data['checks']['provider']}")
-            report.write_json(jpath, data)
-            for bundle_dir, name in zip(bundles, names, strict=True):
-                data["models"][name] = measure_model(
-                    args, server.url, bundle_dir, name, images, data, jpath
-                )
-            data["metrics_after"] = httpx.get(f"{server.url}/metrics", timeout=10).text
-    data["ok"] = data["checks"]["provider"]["ok"] and all(
-        m["parity"]["service_vs_cpu"]["ok"] for m in data["models"].values()
+    names = [read_bundle(b, verify_hash=False).name for b in bundles]
+    for bundle_dir, name in zip(bundles, names, strict=True):
+        bundle = read_bundle(bundle_dir)
+        data["models"][name] = {"bundle": str(bundle_dir), "input": bundle.input.model_dump()}
+    try:
+        with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
+            root = model_root(bundles, Path(tmp) / "models")
+            report.log("starting convserve (loads and warms up every model)...")
+            with servers.convserve(root, names[0], logdir=out, env=env, timeout=240) as server:
+                expected = EXPECTED[args.providers]
+                data["checks"]["provider"] = check_providers(server.url, names, expected)
+                report.log(f"provider check: {data['checks']['provider']}")
+                report.write_json(jpath, data)
+                for bundle_dir, name in zip(bundles, names, strict=True):
+                    measure_model(args, server.url, bundle_dir, name, images, data, jpath)
+                (out / "metrics.txt").write_text(httpx.get(f"{server.url}/metrics").text)
+    except (RuntimeError, OSError, httpx.HTTPError) as exc:  # the service failed: say so, and
+        data["error"] = f"{type(exc).__name__}: {exc}"[:8000]  # still time onnxruntime alone
+        report.log(f"gpu_check: the service part failed: {data['error']}")
+        for bundle_dir, name in zip(bundles, names, strict=True):
+            if "onnxruntime" not in data["models"][name]:
+                try:
+                    measure_direct(args, bundle_dir, name, images, data, jpath)
+                except Exception as direct_exc:  # report it; keep the first error too
+                    data["models"][name]["error"] = f"{type(direct_exc).__name__}: {direct_exc}"
+    data["ok"] = (
+        "error" not in data
+        and data["checks"].get("provider", {}).get("ok", False)
+        and all(
+            m.get("parity", {}).get("service_vs_cpu", {}).get("ok") for m in data["models"].values()
+        )
     )
-    (out / "metrics.txt").write_text(data.pop("metrics_after"))
     report.write_json(jpath, data)
     (out / "gpu_check.md").write_text(gpu_table.markdown(data))
     return data
 
 
-def measure_model(
-    args, base_url: str, bundle_dir: Path, name: str, images, data: dict, jpath: Path
-) -> dict:
+def measure_model(args, base_url: str, bundle_dir: Path, name: str, images, data, jpath) -> None:
+    """Answers through the service vs CPU, onnxruntime alone, then every service point."""
+    result = data["models"][name]
     bundle = read_bundle(bundle_dir)
-    result: dict = {"bundle": str(bundle_dir), "input": bundle.input.model_dump(), "service": []}
-    data["models"][name] = result
     ref = gpu_measure.cpu_reference(bundle_dir, images)
     answers = gpu_measure.service_probabilities(base_url, name, bundle.classes, images)
     parity = gpu_measure.compare(bundle.classes, ref, answers)
     parity["ok"] = parity["max_abs_diff"] <= args.tolerance and not parity["label_mismatches"]
-    result["parity"] = {
-        "service_vs_cpu": parity,
-        "onnxruntime_vs_cpu": gpu_measure.direct_parity(bundle_dir, args.providers, images),
-    }
-    report.log(f"[{name}] parity: {result['parity']}")
-    report.write_json(jpath, data)
-    payload, ctype = gpu_measure.native_payload(bundle)
-    result["payload"] = {"content_type": ctype, "bytes": len(payload)}
-    result["onnxruntime"] = gpu_measure.ort_alone(
-        bundle_dir, args.providers, payload, args.batches, args.duration
-    )
-    for r in result["onnxruntime"]:
-        report.log(
-            f"[{name}] onnxruntime alone batch {r['batch']:>3}: {r['images_per_s']:.1f} images/s, "
-            f"p50 {r['p50_ms']} ms"
-        )
-    report.write_json(jpath, data)
+    result.setdefault("parity", {})["service_vs_cpu"] = parity
+    report.log(f"[{name}] service vs CPU: {parity}")
+    payload, ctype = measure_direct(args, bundle_dir, name, images, data, jpath)
     url = f"{base_url}/predict?model={name}"
+    result["service"] = []
     for k, c in service_points(args):
         if k == 1:
             body, body_type = payload, ctype
         else:
-            body, body_type = loadgen.multipart_body(
-                [(f"{i}.img", payload, ctype) for i in range(k)]
-            )
-        r = loadgen.run_load(
-            url,
-            loadgen.build_request(url, body, body_type),
-            concurrency=c,
-            duration=args.duration,
-            warmup=args.warmup,
-            processes=args.client_processes,
-            images_per_request=k,
-            expect=b'"predictions"',
-        )
+            parts = [(f"{i}.img", payload, ctype) for i in range(k)]
+            body, body_type = loadgen.multipart_body(parts)
+        r = loadgen.run_load(url, loadgen.build_request(url, body, body_type), concurrency=c,
+                             duration=args.duration, warmup=args.warmup,
+                             processes=args.client_processes, images_per_request=k,
+                             expect=b'"predictions"')  # fmt: skip
         result["service"].append(r)
         report.log(
             f"[{name}] service {k} images/request, c={c}: {r['images_per_s']:.1f} images/s, "
             f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
         )
         report.write_json(jpath, data)
-    return result
+
+
+def measure_direct(args, bundle_dir: Path, name: str, images, data, jpath) -> tuple[bytes, str]:
+    """onnxruntime on the provider vs CPU, and onnxruntime alone per batch; no HTTP."""
+    result = data["models"][name]
+    bundle = read_bundle(bundle_dir)
+    direct = gpu_measure.direct_parity(bundle_dir, args.providers, images)
+    result.setdefault("parity", {})["onnxruntime_vs_cpu"] = direct
+    report.log(f"[{name}] onnxruntime-{args.providers} vs CPU: {direct}")
+    payload, ctype = gpu_measure.native_payload(bundle)
+    result["payload"] = {"content_type": ctype, "bytes": len(payload)}
+    result["onnxruntime"] = []
+    for r in gpu_measure.ort_alone(
+        bundle_dir, args.providers, payload, args.batches, args.duration
+    ):
+        result["onnxruntime"].append(r)
+        report.log(
+            f"[{name}] onnxruntime alone batch {r['batch']}: {r['images_per_s']:.1f} images/s, "
+            f"p50 {r['p50_ms']} ms"
+        )
+        report.write_json(jpath, data)
+    return payload, ctype
 
 
 def main(argv: list[str] | None = None) -> int:

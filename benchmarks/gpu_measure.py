@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -150,14 +151,13 @@ def direct_parity(bundle_dir: Path, provider: str, images: list[tuple[str, bytes
 
 def ort_alone(
     bundle_dir: Path, provider: str, payload: bytes, batches: list[int], duration: float
-) -> list[dict]:
+) -> Iterator[dict]:
     """images/s of session.run on preprocessed batches (host arrays in, as the service does)."""
     cpu = inprocess.load_model(bundle_dir, provider="cpu")
     x1 = cpu.preprocess(payload)
     del cpu
     sess = session(bundle_dir, provider)
     name = sess.get_inputs()[0].name
-    results = []
     for b in batches:
         x = np.ascontiguousarray(np.broadcast_to(x1, (b, *x1.shape)))
         for _ in range(3):  # warm-up: cuDNN algorithm search, arena growth
@@ -169,13 +169,10 @@ def ort_alone(
             sess.run([PROBABILITIES_OUTPUT], {name: x})
             times.append(time.perf_counter() - t0)
         times.sort()
-        results.append(
-            {
-                "batch": b,
-                "runs": len(times),
-                "images_per_s": round(b * len(times) / sum(times), 1),
-                "p50_ms": round(times[len(times) // 2] * 1000, 3),
-                "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))] * 1000, 3),
-            }
-        )
-    return results
+        yield {
+            "batch": b,
+            "runs": len(times),
+            "images_per_s": round(b * len(times) / sum(times), 1),
+            "p50_ms": round(times[len(times) // 2] * 1000, 3),
+            "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))] * 1000, 3),
+        }

@@ -111,6 +111,9 @@ def markdown(data: dict) -> str:
         f"onnxruntime {machine.get('onnxruntime')}, GPU: {machine.get('gpu', 'n/a')}",
         "",
     ]
+    if data.get("error"):
+        text = " ".join(data["error"].split())
+        lines += [f"**error:** {text[:400]}{' … ' + text[-300:] if len(text) > 700 else ''}", ""]
     prov = data.get("checks", {}).get("provider", {})
     lines.append(
         f"- provider: expected {prov.get('expected')}, /models reports {prov.get('reported')} "
@@ -132,5 +135,7 @@ def markdown(data: dict) -> str:
         )
     lines.append("")
     for name, m in data.get("models", {}).items():
+        if m.get("error"):
+            lines += [f"- {name}: **error:** {m['error'][:600]}", ""]
         lines += _model_section(name, m)
     return "\n".join(lines)

@@ -59,7 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=32,
         help="convserve's max batch size (and the in-process one)",
     )
-    p.add_argument("--client", choices=["python", "wrk", "auto"], default="python")
+    p.add_argument(
+        "--client",
+        choices=["python", "wrk", "auto"],
+        default="auto",
+        help="auto: wrk when installed (leaner), else the Python load generator",
+    )
     p.add_argument(
         "--client-processes", type=int, default=1, help="python load-generator processes"
     )
@@ -71,14 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, help="write all numbers as JSON here")
     p.add_argument("--logdir", type=Path, default=REPO / "benchmarks/.cache/logs")
+    if p.parse_args(argv).quick:  # quick changes the defaults; flags given explicitly still win
+        p.set_defaults(duration=1.0, warmup=0.3, concurrency="1,8", batch=4)
     args = p.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.concurrency, args.batch = (
-            1.0,
-            0.3,
-            "1,8",
-            min(args.batch, 4),
-        )
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     args.targets = [t for t in args.targets.split(",") if t]
     if unknown := set(args.targets) - set(TARGETS):
@@ -173,41 +173,47 @@ def start(target: str, args: argparse.Namespace):
     )
 
 
+HEADERS = ["server", "form", "conc", "req/s", "images/s", "p50 ms", "p99 ms", "limit img/s",
+           "ratio", "errors"]  # fmt: skip
+
+
+def ratio(r: dict, limits: dict[int, dict]) -> float | None:
+    """images/s over the in-process limit with as many images in flight."""
+    limit = limits[r["concurrency"] * r["images_per_request"]]["images_per_s"]
+    return r["images_per_s"] / limit if limit else None
+
+
 def print_table(results: list[dict], limits: dict[int, dict]) -> str:
-    headers = [
-        "server",
-        "form",
-        "conc",
-        "req/s",
-        "images/s",
-        "p50 ms",
-        "p99 ms",
-        "limit img/s",
-        "ratio",
-        "errors",
-    ]
     rows = []
     for r in results:
-        limit = limits[r["concurrency"] * r["images_per_request"]]
-        rows.append(
-            [
-                r["target"],
-                r["form"],
-                r["concurrency"],
-                r["requests_per_s"],
-                r["images_per_s"],
-                r["p50_ms"],
-                r["p99_ms"],
-                limit["images_per_s"],
-                r["images_per_s"] / limit["images_per_s"] if limit["images_per_s"] else None,
-                r["errors"],
-            ]
-        )
-    text = report.table(headers, rows)
+        limit = limits[r["concurrency"] * r["images_per_request"]]["images_per_s"]
+        rows.append([r["target"], r["form"], r["concurrency"], r["requests_per_s"],
+                     r["images_per_s"], r["p50_ms"], r["p99_ms"], limit, ratio(r, limits),
+                     r["errors"]])  # fmt: skip
+    return report.table(HEADERS, rows) + "\n\n" + targets(results, limits)
+
+
+def targets(results: list[dict], limits: dict[int, dict]) -> str:
+    """Issue 3's targets, read off this run: c=32 throughput ratios and the c=1 p50 overhead."""
+    lines = []
     single = limits.get(1, {}).get("p50_ms")
     if single is not None:
-        text += f"\n\nin-process single-image time (decode + resize + run, p50): {single} ms"
-    return text
+        lines.append(f"in-process single-image time (decode + resize + run), p50: {single} ms")
+    for form in dict.fromkeys(r["form"] for r in results):
+        rows = [r for r in results if r["form"] == form]
+        ours = {r["concurrency"]: r for r in rows if r["target"] == "convserve"}
+        plain = [r for r in rows if r["target"] != "convserve" and r["concurrency"] == 32]
+        if 32 in ours:
+            best = max(plain, key=lambda r: r["images_per_s"], default=None)
+            line = f"{form}, c=32: convserve {ratio(ours[32], limits):.2f} of the in-process limit"
+            if best is not None:
+                line += f"; best plain ({best['target']}) {ratio(best, limits):.2f}"
+            lines.append(line)
+        if 1 in ours and single is not None and form == "raw":
+            extra = ours[1]["p50_ms"] - single
+            lines.append(f"{form}, c=1: convserve p50 {ours[1]['p50_ms']} ms = single-image time "
+                         f"{extra:+.2f} ms")  # fmt: skip
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,8 @@ class ShardResult:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    ok_total: int = 0  # also outside the window (warm-up, tail): proof of life, not a rate
+    bad_total: int = 0
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
@@ -119,17 +121,21 @@ async def _connection(shard: Shard, result: ShardResult) -> None:
             writer.write(shard.request)
             status, body, close = await asyncio.wait_for(_read_response(reader), timeout=60)
             elapsed = time.perf_counter() - t0
+            ok = status == 200 and (not shard.expect or shard.expect in body)
+            result.ok_total += ok
+            result.bad_total += not ok
+            if not ok and len(result.failures) < 5:
+                result.failures.append(f"{status}: {body[:300]!r}")
             if shard.start <= sent_wall and sent_wall + elapsed <= shard.stop:
                 result.statuses[status] += 1
-                if status == 200 and (not shard.expect or shard.expect in body):
+                if ok:
                     result.latencies_ms.append(elapsed * 1000.0)
-                elif len(result.failures) < 5:
-                    result.failures.append(f"{status}: {body[:300]!r}")
             if close:
                 writer.close()
                 reader = writer = None
     except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
         result.failures.append(f"connection error: {exc!r}")
+        result.bad_total += 1
     finally:
         if writer is not None:
             writer.close()
@@ -221,6 +227,8 @@ def run_load(
         client="python",
         client_processes=processes,
         errors=sum(statuses.values()) - len(latencies),
+        responses_total=sum(r.ok_total + r.bad_total for r in results),
+        errors_total=sum(r.bad_total for r in results),
         statuses={str(k): v for k, v in sorted(statuses.items())},
         failures=failures,
     )

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from benchmarks import gpu_check, gpu_measure
@@ -36,11 +37,28 @@ def test_cpu_run_end_to_end(tmp_path: Path) -> None:
     assert [r["batch"] for r in digits["onnxruntime"]] == [1, 4]
     points = {(r["images_per_request"], r["concurrency"]) for r in digits["service"]}
     assert points == {(1, 1), (1, 4), (4, 1), (4, 4)}
-    assert all(r["errors"] == 0 and r["requests"] > 0 for r in digits["service"])
+    assert all(r["errors_total"] == 0 and r["responses_total"] > 0 for r in digits["service"])
     markdown = (out / "gpu_check.md").read_text()
     assert markdown.startswith("# gpu_check (cpu): OK") and "through the service" in markdown
     assert (out / "convserve.log").is_file() and (out / "metrics.txt").read_text()
     assert "onnxruntime" in (out / "environment.txt").read_text()
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine may have CUDA"
+)
+def test_cuda_without_cuda_fails_loudly(tmp_path: Path) -> None:
+    """No GPU: the service refuses to start; the script says why, exits 1, measures nothing."""
+    out = tmp_path / "out"
+    cmd = ["bash", "benchmarks/gpu_check.sh", "--providers", "cuda", "--quick", "--out", str(out)]
+    env = dict(os.environ, PYTHON=sys.executable)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    data = json.loads((out / "gpu_check.json").read_text())
+    assert data["ok"] is False and "CUDA" in data["error"]
+    digits = data["models"]["digits"]
+    assert "CUDA" in digits["error"] and not digits.get("onnxruntime")
+    assert (out / "gpu_check.md").read_text().startswith("# gpu_check (cuda): FAILED")
 
 
 def test_heavy_accepts_a_models_dir(tmp_path: Path) -> None:
