@@ -96,7 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     try:
         app.state.registry = build_registry(
-            settings, state=app.state, metrics=app.state.metrics, worker=worker, decode_pool=pool
+            settings, metrics=app.state.metrics, worker=worker, decode_pool=pool
         )
     except Exception as exc:
         log.error("refusing to start: %s", exc)

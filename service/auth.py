@@ -13,7 +13,7 @@ from fastapi import Request
 from service.errors import APIError
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     key = request.app.state.settings.api_key
     if key is None:
         return

@@ -34,7 +34,6 @@ class StartupError(RuntimeError):
 def build_registry(
     settings: Settings,
     *,
-    state: object,
     metrics: Metrics,
     worker: InferenceThread,
     decode_pool: Executor,
@@ -81,7 +80,7 @@ def build_registry(
                 decode_pool,
                 max_pixels=settings.max_image_pixels,
                 request_timeout_s=settings.request_timeout_s,
-                state=state,
+                inline_max_pixels=settings.inline_decode_max_pixels,
             )
             metrics.watch_model(name, ref.version, engine.provider, lambda b=batcher: b.queued_rows)
             models.setdefault(name, {})[ref.version] = model

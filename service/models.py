@@ -24,6 +24,8 @@ from service.engine import Engine
 from service.errors import APIError, unavailable
 from service.preprocess import ImageError, ImageTooLargeError, preprocess
 
+INLINE_MAX_BYTES = 16 * 1024
+
 
 class ServedModel:
     """One version of one model, ready to decode and infer."""
@@ -40,7 +42,7 @@ class ServedModel:
         *,
         max_pixels: int,
         request_timeout_s: float,
-        state: object,
+        inline_max_pixels: int = 0,
     ) -> None:
         self.name = name
         self.version = version
@@ -53,7 +55,7 @@ class ServedModel:
         self.decode_pool = decode_pool
         self._max_pixels = max_pixels
         self._timeout = request_timeout_s
-        self._state = state  # app.state: `.draining`
+        self._inline_pixels = min(inline_max_pixels, max_pixels)
         spec = bundle.input
         self.input_shape = (spec.height, spec.width, spec.channels)
         self.layers = {f.name: f for f in bundle.feature_maps}
@@ -74,6 +76,10 @@ class ServedModel:
         """Encoded images -> (N, H, W, C) float32 in the decode pool; APIError 400/413."""
         if not blobs:
             raise APIError(422, "no_images", "the request contains no images")
+        if len(blobs) == 1 and len(blobs[0]) <= INLINE_MAX_BYTES and self._inline_pixels:
+            inline = self._decode_inline(blobs[0])
+            if inline is not None:
+                return inline
         loop = asyncio.get_running_loop()
         out = np.empty((len(blobs), *self.input_shape), dtype=np.float32)
         self.batcher.announce()
@@ -95,6 +101,23 @@ class ServedModel:
         finally:
             self.batcher.withdraw()
         return out
+
+    def _decode_inline(self, data: bytes) -> np.ndarray | None:
+        """A tiny image on the event loop (tens of microseconds); None when it is not tiny.
+
+        The pixel cap is checked from the header before decoding, so an image over
+        it costs only the header parse before it goes to the pool.
+        """
+        bundle = self.bundle
+        try:
+            x = preprocess(data, bundle.input, bundle.preprocessing, max_pixels=self._inline_pixels)
+        except ImageTooLargeError as exc:
+            if self._inline_pixels < self._max_pixels:
+                return None  # larger than tiny, maybe within the limit: the pool decides
+            raise _image_error(exc, 1, None) from None
+        except ImageError as exc:
+            raise _image_error(exc, 1, None) from None
+        return x[np.newaxis]
 
     # ---- inference ------------------------------------------------------
     async def infer(

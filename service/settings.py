@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(1024, ge=1, description="images waiting per model before 503")
     request_timeout_s: float = Field(30.0, gt=0)
     decode_threads: int = Field(0, ge=0, description="0 means one per CPU core")
+    inline_decode_max_pixels: int = Field(
+        4096,
+        ge=0,
+        description="a single small upload (<= 16 KiB, at most this many pixels) is decoded "
+        "on the event loop, cheaper than a thread hop; 0 sends every image to the pool",
+    )
 
     # input limits
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)

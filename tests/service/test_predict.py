@@ -88,3 +88,18 @@ def test_request_larger_than_max_batch_is_split_and_reassembled(client: httpx.Cl
     assert [p["label"] for p in r.json()["predictions"]] == [str(lbl) for lbl, _ in images]
     expected = reference([d for _, d in images])["probabilities"]
     np.testing.assert_allclose(_probabilities(r.json()), expected, rtol=0, atol=1e-6)
+
+
+def test_tiny_inline_and_pooled_decodes_agree(client: httpx.Client) -> None:
+    """A 32x32 PNG is decoded on the event loop, a 200x200 one in the pool: same numbers."""
+    import io
+
+    from PIL import Image
+
+    _, small = distinct_label_images(1)[0]
+    big = io.BytesIO()
+    Image.open(io.BytesIO(small)).resize((200, 200), Image.Resampling.NEAREST).save(big, "PNG")
+    for data in (small, big.getvalue()):
+        r = client.post("/predict?top_k=10", content=data, headers={"Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(_probabilities(r.json()), reference([data])["probabilities"])
