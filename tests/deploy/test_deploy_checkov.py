@@ -20,9 +20,9 @@ def _findings(report: dict) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("framework", ["kubernetes", "dockerfile"])
 def test_checkov_reports_nothing_outside_the_allow_list(
-    framework: str, checkov_kubernetes: dict, checkov_dockerfile: dict
+    framework: str, request: pytest.FixtureRequest
 ) -> None:
-    report = checkov_kubernetes if framework == "kubernetes" else checkov_dockerfile
+    report = request.getfixturevalue(f"checkov_{framework}")
     assert report["summary"]["passed"] > 20, "checkov ran suspiciously few checks"
     unexpected = {k: v for k, v in _findings(report).items() if k not in allow_list()}
     assert not unexpected, f"checkov {framework} findings outside the allow-list: {unexpected}"
@@ -30,9 +30,9 @@ def test_checkov_reports_nothing_outside_the_allow_list(
 
 @pytest.mark.parametrize("framework", ["kubernetes", "dockerfile"])
 def test_every_allow_listed_check_still_fires(
-    framework: str, checkov_kubernetes: dict, checkov_dockerfile: dict
+    framework: str, request: pytest.FixtureRequest
 ) -> None:
-    report = checkov_kubernetes if framework == "kubernetes" else checkov_dockerfile
+    report = request.getfixturevalue(f"checkov_{framework}")
     mine = {c for c in allow_list() if c.startswith(PREFIXES[framework])}
     stale = mine - set(_findings(report))
     assert not stale, f"allow-listed but no longer failing, remove from checkov.yaml: {stale}"
