@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -127,32 +127,55 @@ def session(
 
 
 def direct_parity(bundle_dir: Path, provider: str, images: list[tuple[str, bytes]]) -> dict:
-    """onnxruntime on `provider` vs CPU on the same arrays; on CUDA with TF32 allowed and not."""
+    """onnxruntime on `provider` vs CPU on the same arrays; on CUDA as configured by default
+    and with TF32 explicitly allowed and forbidden (TF32 convolutions round to 10-bit mantissas)."""
     bundle = read_bundle(bundle_dir)
     cpu = inprocess.load_model(bundle_dir, provider="cpu")
     batch = np.stack([cpu.preprocess(d) for _, d in images])
     ref = cpu.run(batch)
-    variants = (
-        {"default": {}}
-        if provider != "cuda"
-        else {"use_tf32=1": {"use_tf32": "1"}, "use_tf32=0": {"use_tf32": "0"}}
-    )
-    out = {}
+    variants: dict[str, dict[str, str]] = {"default": {}}
+    if provider == "cuda":
+        variants |= {"use_tf32=1": {"use_tf32": "1"}, "use_tf32=0": {"use_tf32": "0"}}
+    out: dict = {"classes": len(bundle.classes)}
     for label, opts in variants.items():
-        sess = session(bundle_dir, provider, opts)
-        got = sess.run([PROBABILITIES_OUTPUT], {sess.get_inputs()[0].name: batch})[0]
+        try:
+            sess = session(bundle_dir, provider, opts)
+            got = sess.run([PROBABILITIES_OUTPUT], {sess.get_inputs()[0].name: batch})[0]
+        except Exception as exc:  # an option this onnxruntime lacks: record it, go on
+            out[label] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            continue
         out[label] = {
             "max_abs_diff": float(np.max(np.abs(got - ref))),
             "label_mismatches": int(np.sum(got.argmax(1) != ref.argmax(1))),
         }
         del sess
-    return out | {"classes": len(bundle.classes)}
+    return out
+
+
+def _timed_runs(run: Callable[[], object], duration: float) -> list[float]:
+    for _ in range(3):  # warm-up: cuDNN algorithm search, arena growth
+        run()
+    times: list[float] = []
+    stop = time.perf_counter() + duration
+    while time.perf_counter() < stop:
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)
 
 
 def ort_alone(
-    bundle_dir: Path, provider: str, payload: bytes, batches: list[int], duration: float
+    bundle_dir: Path,
+    provider: str,
+    payload: bytes,
+    batches: list[int],
+    duration: float,
+    *,
+    device_input: bool = False,
 ) -> Iterator[dict]:
-    """images/s of session.run on preprocessed batches (host arrays in, as the service does)."""
+    """images/s of session.run on preprocessed batches, host arrays in as the service does;
+    with `device_input` the batch already sits on the provider's device (I/O binding, output
+    left there too), so on CUDA the difference is what host<->device copies cost."""
     cpu = inprocess.load_model(bundle_dir, provider="cpu")
     x1 = cpu.preprocess(payload)
     del cpu
@@ -160,17 +183,17 @@ def ort_alone(
     name = sess.get_inputs()[0].name
     for b in batches:
         x = np.ascontiguousarray(np.broadcast_to(x1, (b, *x1.shape)))
-        for _ in range(3):  # warm-up: cuDNN algorithm search, arena growth
-            sess.run([PROBABILITIES_OUTPUT], {name: x})
-        times: list[float] = []
-        stop = time.perf_counter() + duration
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            sess.run([PROBABILITIES_OUTPUT], {name: x})
-            times.append(time.perf_counter() - t0)
-        times.sort()
+        if device_input:
+            binding = sess.io_binding()
+            device = "cuda" if provider == "cuda" else "cpu"
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, device, 0))
+            binding.bind_output(PROBABILITIES_OUTPUT, device, 0)
+            times = _timed_runs(lambda binding=binding: sess.run_with_iobinding(binding), duration)
+        else:
+            times = _timed_runs(lambda x=x: sess.run([PROBABILITIES_OUTPUT], {name: x}), duration)
         yield {
             "batch": b,
+            "input": "device" if device_input else "host",
             "runs": len(times),
             "images_per_s": round(b * len(times) / sum(times), 1),
             "p50_ms": round(times[len(times) // 2] * 1000, 3),
