@@ -188,7 +188,11 @@ def run(args: argparse.Namespace) -> dict:
         )
     )
     report.write_json(jpath, data)
-    (out / "gpu_check.md").write_text(gpu_table.markdown(data))
+    try:
+        text = gpu_table.markdown(data)
+    except Exception as exc:  # the JSON is the record; a table bug must not lose the run
+        text = f"# gpu_check: table failed ({type(exc).__name__}: {exc}); see gpu_check.json\n"
+    (out / "gpu_check.md").write_text(text)
     return data
 
 

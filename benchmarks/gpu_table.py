@@ -124,7 +124,7 @@ def markdown(data: dict) -> str:
         par = m.get("parity", {})
         svc = par.get("service_vs_cpu", {})
         direct = ", ".join(
-            f"{k}: {v['max_abs_diff']:.2e}"
+            f"{k}: {v['max_abs_diff']:.2e}" if "max_abs_diff" in v else f"{k}: {v.get('error')}"
             for k, v in par.get("onnxruntime_vs_cpu", {}).items()
             if isinstance(v, dict)
         )
