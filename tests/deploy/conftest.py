@@ -18,6 +18,7 @@ from deploy_support import (
     DOCKERFILES,
     KUSTOMIZATIONS,
     ROOT,
+    DockerIgnore,
     checkov_path,
     missing_tool,
     render_composed_text,
@@ -66,3 +67,46 @@ def checkov_dockerfile() -> dict:
     for path in DOCKERFILES.values():
         targets += ["--file", str(path.relative_to(ROOT))]
     return run_checkov("dockerfile", targets)
+
+
+@pytest.fixture(scope="session")
+def server_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The convserve wheel, built as the Dockerfiles' `pip install .` builds it, from
+    exactly the files `docker build` would send (.dockerignore applied)."""
+    try:
+        import setuptools  # noqa: F401
+    except ImportError:
+        pytest.skip("setuptools is not in this venv: cannot build the wheel offline")
+    where = tmp_path_factory.mktemp("wheel")
+    context = where / "context"
+    for rel in DockerIgnore.read(ROOT / ".dockerignore").context(ROOT):
+        target = context / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((ROOT / rel).read_bytes())
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet"]
+    out = subprocess.run(
+        [*cmd, "--wheel-dir", str(where / "dist"), str(context)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (wheel,) = (where / "dist").glob("convserve-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def installed_server(server_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """That wheel installed on its own (`--no-deps`, as in the image) into a bare
+    directory: `bin/convserve` is the image's entry point, the directory goes on
+    PYTHONPATH, and the dependencies come from this venv."""
+    site = tmp_path_factory.mktemp("site")
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet"]
+    out = subprocess.run(
+        [*cmd, "--target", str(site), str(server_wheel)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return site

@@ -138,9 +138,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _image_env(port: int) -> dict[str, str]:
+def _image_env(port: int, site: Path) -> dict[str, str]:
     """The CPU image's environment, moved to this machine: loopback, a free port,
-    the repository's models/ in place of /opt/convserve/models."""
+    the repository's models/ in place of /opt/convserve/models, and the installed
+    wheel in `site` (not the source tree) as the server's code."""
     image = stages(DOCKERFILES["cpu"])[1][-1].env()
     env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
     env.update({k: v for k, v in image.items() if k.startswith(PREFIX)})
@@ -151,7 +152,7 @@ def _image_env(port: int) -> dict[str, str]:
         CONVSERVE_MODEL_DIR=str(ROOT / "models"),
         CONVSERVE_API_KEY=API_KEY,
         CONVSERVE_LOG_LEVEL="warning",
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=str(site),
     )
     return env
 
@@ -205,19 +206,23 @@ def _until(check, timeout: float, what: str) -> float:
     raise AssertionError(f"{what} not within {timeout:.0f} s")
 
 
-def test_server_started_like_the_image_passes_its_probes_and_drains(tmp_path: Path) -> None:
+def test_server_started_like_the_image_passes_its_probes_and_drains(
+    tmp_path: Path, installed_server: Path
+) -> None:
     if not (ROOT / "models" / "digits" / "1" / "model.onnx").exists():
         pytest.skip("models/digits/1 is not committed yet")
     _app_status(set())  # skips while service.app does not exist
     final = stages(DOCKERFILES["cpu"])[1][-1]
-    entry = exec_form(final.all("ENTRYPOINT")[-1].args)
-    assert entry == ["convserve"]  # = `python -m service` (pyproject [project.scripts])
+    (entry,) = exec_form(final.all("ENTRYPOINT")[-1].args)
+    executable = installed_server / "bin" / entry  # the console script the wheel installs
     port = _free_port()
-    env = _image_env(port)
+    env = _image_env(port, installed_server)
+    # the code that runs is the installed wheel's, not the checkout's
+    where = [sys.executable, "-c", "import service; print(service.__file__)"]
+    found = subprocess.run(where, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert Path(found.stdout.strip()).is_relative_to(installed_server), found
     log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service"], env=env, cwd=tmp_path, stdout=log, stderr=log
-    )
+    proc = subprocess.Popen([executable], env=env, cwd=tmp_path, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     docs = render("cpu")
     deployment = one(docs, "Deployment")["spec"]["template"]["spec"]
