@@ -74,3 +74,16 @@ def test_parity_comparison_catches_a_wrong_answer() -> None:
     wrong = [{"a": 0.7, "b": 0.2, "c": 0.1}, {"a": 0.5, "b": 0.1, "c": 0.4}]
     result = gpu_measure.compare(classes, ref, wrong)
     assert result["label_mismatches"] == [1] and result["max_abs_diff"] == pytest.approx(0.4)
+
+
+def test_gpu_side_imports_no_training_stack() -> None:
+    """The GPU machine has no TensorFlow or scikit-learn: nothing gpu_check runs may import them."""
+    code = (
+        "import sys, benchmarks.gpu_check, benchmarks.plain_server\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'sklearn', 'tf2onnx', 'training')]\n"
+        "assert not bad, bad\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
