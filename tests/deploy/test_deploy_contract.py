@@ -6,6 +6,7 @@ the autoscaler's metric, and exits on SIGTERM within the grace period."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
@@ -73,10 +74,14 @@ def _app_status(paths: set[str]) -> dict[str, int]:
         from service.app import create_app
     except ModuleNotFoundError as exc:  # only while the server is being written
         pytest.skip(f"service.app is not there yet: {exc}")
-    from fastapi.testclient import TestClient
+    app = create_app(Settings(model_dir=ROOT / "models"))
 
-    client = TestClient(create_app(Settings(model_dir=ROOT / "models")))
-    return {path: client.get(path).status_code for path in paths}
+    async def ask() -> dict[str, int]:
+        transport = httpx.ASGITransport(app=app)  # in process: no socket, no lifespan
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return {path: (await client.get(path)).status_code for path in paths}
+
+    return asyncio.run(ask())
 
 
 @pytest.mark.parametrize("source", SOURCES)
