@@ -253,6 +253,12 @@ def measure_direct(args, bundle_dir: Path, name: str, images, data, jpath) -> tu
     on_device = [(r["batch"], r["images_per_s"]) for r in result["onnxruntime_device_input"]]
     report.log(f"[{name}] onnxruntime alone, input on the device, (batch, images/s): {on_device}")
     report.write_json(jpath, data)
+    result["options"] = []
+    for r in gpu_measure.option_sweep(bundle_dir, args.providers, payload, max(args.batches),
+                                      min(1.0, args.duration)):  # fmt: skip
+        result["options"].append(r)
+        report.log(f"[{name}] options: {r}")
+        report.write_json(jpath, data)
     return payload, ctype
 
 

@@ -199,3 +199,44 @@ def ort_alone(
             "p50_ms": round(times[len(times) // 2] * 1000, 3),
             "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))] * 1000, 3),
         }
+
+
+def cuda_variants() -> dict[str, dict[str, str]]:
+    """CUDA EP options worth knowing about for a conv net, each against the benchmark default."""
+    return {
+        "default": {},
+        "use_tf32=0": {"use_tf32": "0"},
+        "cudnn_conv_algo_search=HEURISTIC": {"cudnn_conv_algo_search": "HEURISTIC"},
+        "prefer_nhwc=1": {"prefer_nhwc": "1"},
+        "cudnn_conv_use_max_workspace=0": {"cudnn_conv_use_max_workspace": "0"},
+    }
+
+
+def option_sweep(
+    bundle_dir: Path, provider: str, payload: bytes, batch: int, duration: float
+) -> Iterator[dict]:
+    """onnxruntime alone at one batch size under each provider-option variant (host arrays in)."""
+    cpu = inprocess.load_model(bundle_dir, provider="cpu")
+    x1 = cpu.preprocess(payload)
+    del cpu
+    x = np.ascontiguousarray(np.broadcast_to(x1, (batch, *x1.shape)))
+    variants = cuda_variants() if provider == "cuda" else {"default": {}}
+    for label, opts in variants.items():
+        t0 = time.perf_counter()
+        try:
+            sess = session(bundle_dir, provider, opts)
+            name = sess.get_inputs()[0].name
+            times = _timed_runs(
+                lambda s=sess, n=name: s.run([PROBABILITIES_OUTPUT], {n: x}), duration
+            )
+        except Exception as exc:  # an option this build lacks: record it, go on
+            yield {"variant": label, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            continue
+        yield {
+            "variant": label,
+            "batch": batch,
+            "images_per_s": round(batch * len(times) / sum(times), 1),
+            "p50_ms": round(times[len(times) // 2] * 1000, 3),
+            "setup_s": round(time.perf_counter() - t0 - sum(times), 2),  # session + warm-up
+        }
+        del sess

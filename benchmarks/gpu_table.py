@@ -29,6 +29,14 @@ def _model_section(name: str, m: dict) -> list[str]:
         headers = ["batch", "images/s", "p50 ms", "p99 ms", "on-device images/s", "on-device p50"]
         lines.append(table(headers, rows))
         lines.append("")
+    if m.get("options"):
+        lines += [
+            "onnxruntime alone at the largest batch, by provider option (host arrays in):",
+            "",
+        ]
+        rows = [[o["variant"], o.get("images_per_s"), o.get("p50_ms"), o.get("setup_s"),
+                 o.get("error", "")[:80]] for o in m["options"]]  # fmt: skip
+        lines += [table(["variant", "images/s", "p50 ms", "setup s", "error"], rows), ""]
     rows = []
     for r in m.get("service", []):
         ref = _ref(ort_rows, r["images_per_request"] * r["concurrency"])

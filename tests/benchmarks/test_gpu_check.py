@@ -38,6 +38,8 @@ def test_cpu_run_end_to_end(tmp_path: Path) -> None:
     points = {(r["images_per_request"], r["concurrency"]) for r in digits["service"]}
     assert points == {(1, 1), (1, 4), (4, 1), (4, 4)}
     assert all(r["errors_total"] == 0 and r["responses_total"] > 0 for r in digits["service"])
+    assert [o["variant"] for o in digits["options"]] == ["default"]
+    assert [r["input"] for r in digits["onnxruntime_device_input"]] == ["device", "device"]
     markdown = (out / "gpu_check.md").read_text()
     assert markdown.startswith("# gpu_check (cpu): OK") and "through the service" in markdown
     assert (out / "convserve.log").is_file() and (out / "metrics.txt").read_text()
