@@ -38,6 +38,14 @@ from service.settings import Settings
 log = logging.getLogger("convserve.app")
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's cpuset or taskset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _install_drain_handler(app: FastAPI, loop: asyncio.AbstractEventLoop) -> None:
     """Wrap uvicorn's SIGTERM handler: drain first, then let uvicorn shut down."""
     with suppress(ValueError):  # signals only in the main thread (not in in-thread test servers)
@@ -92,7 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     worker = InferenceThread()
     pool = ThreadPoolExecutor(
-        settings.decode_threads or os.cpu_count() or 1, thread_name_prefix="convserve-decode"
+        settings.decode_threads or usable_cpus(), thread_name_prefix="convserve-decode"
     )
     try:
         app.state.registry = build_registry(

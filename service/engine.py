@@ -34,6 +34,7 @@ class EngineOptions:
 
     providers: ProviderChoice = "auto"
     intra_op_threads: int = 0
+    intra_op_spinning: bool = False
     cuda_device_id: int = 0
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
 
@@ -44,6 +45,10 @@ def _session_options(options: EngineOptions) -> ort.SessionOptions:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = options.intra_op_threads
     so.inter_op_num_threads = 1
+    # Spinning idle pool threads burn the cores the decode pool needs between batches.
+    so.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if options.intra_op_spinning else "0"
+    )
     so.log_severity_level = 3  # errors only: the CUDA fallback is reported by us, clearly
     return so
 

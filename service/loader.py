@@ -50,6 +50,7 @@ def build_registry(
     options = EngineOptions(
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads,
+        intra_op_spinning=settings.intra_op_spinning,
         cuda_device_id=settings.cuda_device_id,
         cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
     )

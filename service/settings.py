@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     # onnxruntime
     providers: Literal["auto", "cpu", "cuda"] = "auto"
     intra_op_threads: int = Field(0, ge=0, description="0 lets onnxruntime choose")
+    intra_op_spinning: bool = Field(
+        False,
+        description="let onnxruntime's idle intra-op threads spin; off leaves the CPU to decoding",
+    )
     cuda_device_id: int = Field(0, ge=0)
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
 

@@ -24,7 +24,10 @@ def _cuda_works() -> bool:
 def test_cpu_engine_runs_and_applies_session_options() -> None:
     engine = Engine(MODEL, EngineOptions(providers="cpu", intra_op_threads=1))
     assert engine.provider == CPU
-    assert engine.session.get_session_options().intra_op_num_threads == 1
+    options = engine.session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    # idle intra-op threads must not spin: they would take the decode pool's cores
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     out = engine.run(np.zeros((3, 32, 32, 1), np.float32), ["probabilities", "conv2d_1"])
     assert out["probabilities"].shape == (3, 10)
     np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1, rtol=1e-5)
