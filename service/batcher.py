@@ -226,7 +226,11 @@ class Batcher:
             return
         self.queued_rows -= rows
         outputs = list(dict.fromkeys(name for item in items for name in item.outputs))
-        batch = items[0].array if len(items) == 1 else np.concatenate([i.array for i in items])
+        try:
+            batch = items[0].array if len(items) == 1 else np.concatenate([i.array for i in items])
+        except ValueError as exc:  # rows of different shapes: fail these, keep serving
+            self._finish(items, None, exc, rows, 0.0)
+            return
         self._busy = True
         self._worker.submit(self._execute, self._loop, batch, outputs, items)
 

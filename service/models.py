@@ -128,6 +128,15 @@ class ServedModel:
         deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Rows of `batch` through the batcher; name -> (N, ...) arrays. APIError 503/504/500."""
+        if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
+            raise APIError(
+                422,
+                "invalid_shape",
+                f"model {self.name} takes N x {' x '.join(map(str, self.input_shape))} "
+                f"images, not {' x '.join(map(str, batch.shape))}",
+            )
+        if batch.dtype != np.float32:
+            batch = batch.astype(np.float32)
         for name in outputs:
             if name != PROBABILITIES_OUTPUT and name not in self.layers:
                 raise APIError(404, "unknown_output", self.unknown_layer_message(name))

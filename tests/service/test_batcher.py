@@ -217,3 +217,21 @@ def test_gives_up_waiting_after_max_delay(worker: InferenceThread) -> None:
 
     asyncio.run(main())
     assert model.sizes == [1]
+
+
+def test_rows_that_cannot_be_stacked_fail_without_stalling(worker: InferenceThread) -> None:
+    model = Model()
+
+    async def main() -> None:
+        batcher = make(model, worker)
+        first = await _hold_busy(batcher, model)
+        narrow = asyncio.ensure_future(batcher.submit(rows(1), ["y"], far()))
+        wide = asyncio.ensure_future(batcher.submit(np.ones((1, 3), np.float32), ["y"], far()))
+        model.gate.set()
+        await first
+        for task in (narrow, wide):
+            with pytest.raises(BatchFailed):
+                await task
+        np.testing.assert_array_equal((await batcher.submit(rows(5), ["y"], far()))["y"], rows(10))
+
+    asyncio.run(main())
