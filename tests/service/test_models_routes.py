@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -112,3 +113,29 @@ def test_json_logs_one_line_per_request(capfd) -> None:
         mine[0]["status"] == 200 and mine[0]["path"] == "/models" and mine[0]["route"] == "/models"
     )
     assert mine[0]["logger"] == "convserve.access" and "duration_ms" in mine[0]
+
+
+def test_readyz_is_503_until_warm_up_finishes() -> None:
+    # warm-up runs one batch per bucket up to 2048 images, long enough to be seen
+    live = LiveServer(settings(max_batch_size=2048))
+    live._thread.start()
+    seen: list[tuple[int, str]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(live.url + "/readyz", timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.01)
+                continue
+            body = r.json()
+            seen.append((r.status_code, body.get("status") or body["error"]["code"]))
+            if r.status_code == 200:
+                break
+            assert r.headers["Retry-After"] == "1"
+            time.sleep(0.01)
+        assert httpx.get(live.url + "/healthz").status_code == 200
+    finally:
+        live.__exit__(None, None, None)
+    assert seen[0] == (503, "starting"), seen
+    assert seen[-1] == (200, "ready"), seen
