@@ -85,7 +85,12 @@ async def _drain(app: FastAPI, previous, sig: int) -> None:
 
 async def _warm(app: FastAPI) -> None:
     settings: Settings = app.state.settings
-    await asyncio.to_thread(warm_up, app.state.registry, settings.max_batch_size)
+    try:
+        await asyncio.to_thread(warm_up, app.state.registry, settings.max_batch_size)
+    except Exception as exc:  # e.g. out of GPU memory for the largest bucket
+        app.state.failed = f"warm-up failed: {type(exc).__name__}: {exc}"
+        log.exception("%s; staying unready", app.state.failed)
+        return
     if not app.state.draining:
         app.state.ready = True
         app.state.metrics.ready.set(1)
@@ -142,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.ready = False
     app.state.draining = False
+    app.state.failed = None  # why warm-up failed, if it did (then never ready)
     app.state.in_flight = 0
     app.state.tasks = set()
     app.state.filter_pngs = {}

@@ -23,6 +23,8 @@ async def readyz(request: Request) -> Response:
     state = request.app.state
     if state.draining:
         why, message = "draining", "the server is shutting down"
+    elif state.failed:
+        why, message = "failed", state.failed
     elif not state.ready:
         why, message = "starting", "models are loading or warming up"
     else:

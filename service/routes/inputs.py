@@ -63,7 +63,7 @@ async def _multipart(request: Request, max_images: int) -> Images:
                     "invalid_parameter",
                     f"unexpected file part {key!r}; name image parts 'file'",
                 )
-            blobs.append(value.file.read())  # spooled in memory below 1 MiB: no thread hop
+            blobs.append(await value.read())  # in memory (below 1 MiB): no thread hop
             names.append(value.filename or None)
     finally:
         await form.close()
