@@ -20,8 +20,19 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 if [[ -n "$out" ]]; then
   mkdir -p "$out"
-  { date -u; uname -a; nvidia-smi 2>&1 || echo "no nvidia-smi"; "$PYTHON" -c \
-    'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())' 2>&1; } \
-    >"$out/environment.txt" || true
+  { date -u; uname -a; nvidia-smi 2>&1 || echo "no nvidia-smi"; "$PYTHON" - <<'PY' 2>&1; } >"$out/environment.txt" || true
+import sys
+from importlib import metadata
+print("python", sys.version)
+for name in ("onnxruntime-gpu", "onnxruntime", "numpy", "pillow", "fastapi", "starlette", "uvicorn",
+             "uvloop", "httptools", "python-multipart", "pydantic-settings", "prometheus-client",
+             "httpx", "nvidia-cudnn-cu13", "nvidia-cuda-runtime"):
+    try:
+        print(name, metadata.version(name))
+    except metadata.PackageNotFoundError:
+        print(name, "-")
+import onnxruntime
+print("available providers", onnxruntime.get_available_providers())
+PY
 fi
 exec "$PYTHON" -m benchmarks.gpu_check "$@"

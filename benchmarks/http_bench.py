@@ -177,7 +177,7 @@ HEADERS = ["server", "form", "conc", "req/s", "images/s", "p50 ms", "p99 ms", "l
 def ratio(r: dict, limits: dict[int, dict]) -> float | None:
     """images/s over the in-process limit with as many images in flight."""
     limit = limits[r["concurrency"] * r["images_per_request"]]["images_per_s"]
-    return r["images_per_s"] / limit if limit else None
+    return r["images_per_s"] / limit if limit and r["requests"] else None
 
 
 def print_table(results: list[dict], limits: dict[int, dict]) -> str:
@@ -202,11 +202,11 @@ def targets(results: list[dict], limits: dict[int, dict]) -> str:
         plain = [r for r in rows if r["target"] != "convserve" and r["concurrency"] == 32]
         if 32 in ours:
             best = max(plain, key=lambda r: r["images_per_s"], default=None)
-            line = f"{form}, c=32: convserve {ratio(ours[32], limits):.2f} of the in-process limit"
+            line = f"{form}, c=32: convserve {report.fmt(ratio(ours[32], limits), 2)} of the limit"
             if best is not None:
-                line += f"; best plain ({best['target']}) {ratio(best, limits):.2f}"
+                line += f"; best plain ({best['target']}) {report.fmt(ratio(best, limits), 2)}"
             lines.append(line)
-        if 1 in ours and single is not None and form == "raw":
+        if 1 in ours and single is not None and form == "raw" and ours[1]["p50_ms"] is not None:
             extra = ours[1]["p50_ms"] - single
             lines.append(f"{form}, c=1: convserve p50 {ours[1]['p50_ms']} ms = single-image time "
                          f"{extra:+.2f} ms")  # fmt: skip

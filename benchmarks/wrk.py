@@ -66,16 +66,20 @@ def run_wrk(
     errors = sum(raw["errors"].values())
     ok = raw["requests"] - raw["errors"]["status"]
     rps = ok / seconds
+
+    def ms(key: str) -> float | None:  # wrk reports 0 when nothing completed
+        return round(raw[key] / 1000, 3) if raw["requests"] else None
+
     return {
         "requests": raw["requests"],
         "duration_s": round(seconds, 3),
         "requests_per_s": round(rps, 2),
         "images_per_s": round(rps * images_per_request, 2),
-        "p50_ms": round(raw["p50_us"] / 1000, 3),
-        "p90_ms": round(raw["p90_us"] / 1000, 3),
-        "p99_ms": round(raw["p99_us"] / 1000, 3),
-        "mean_ms": round(raw["mean_us"] / 1000, 3),
-        "max_ms": round(raw["max_us"] / 1000, 3),
+        "p50_ms": ms("p50_us"),
+        "p90_ms": ms("p90_us"),
+        "p99_ms": ms("p99_us"),
+        "mean_ms": ms("mean_us"),
+        "max_ms": ms("max_us"),
         "concurrency": concurrency,
         "images_per_request": images_per_request,
         "client": "wrk",
