@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.settings import Settings
 
@@ -40,7 +41,15 @@ def _export(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = parse(argv)
+    try:
+        settings = parse(argv)
+    except ValidationError as exc:  # a bad flag or CONVSERVE_* value: say which, no traceback
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        print(f"convserve: invalid settings: {problems}", file=sys.stderr)
+        raise SystemExit(2) from None
     common = {
         "host": settings.host,
         "port": settings.port,

@@ -128,3 +128,16 @@ def test_sigterm_under_load_answers_every_accepted_request() -> None:
     assert 503 in readiness, readiness  # readiness turned off at once
     assert rc in (0, -15), server.output
     assert "SIGTERM: draining" in server.output
+
+
+def test_invalid_setting_is_a_clear_message_not_a_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--max-batch-size", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid settings: max_batch_size" in result.stderr
+    assert "Traceback" not in result.stderr
