@@ -126,7 +126,9 @@ async def _connection(shard: Shard, result: ShardResult) -> None:
             result.bad_total += not ok
             if not ok and len(result.failures) < 5:
                 result.failures.append(f"{status}: {body[:300]!r}")
-            if shard.start <= sent_wall and sent_wall + elapsed <= shard.stop:
+            # a response counts when it completes inside the window (whenever it was sent):
+            # in steady state that is throughput x duration, with no bias against slow requests
+            if shard.start <= sent_wall + elapsed <= shard.stop:
                 result.statuses[status] += 1
                 if ok:
                     result.latencies_ms.append(elapsed * 1000.0)
