@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks import gpu_measure, gpu_table, loadgen, report, servers
+from benchmarks import gpu_measure, gpu_table, inprocess, loadgen, report, servers
 from service.bundle import read_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,21 +75,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.batches = [int(x) for x in args.batches.split(",") if x]
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x]
     if args.heavy is not None:
-        args.heavy = find_bundle(args.heavy) or p.error(f"--heavy {args.heavy}: no bundle.json")
+        args.heavy = inprocess.find_bundle(args.heavy) or p.error(
+            f"--heavy {args.heavy}: no bundle.json"
+        )
     return args
-
-
-def find_bundle(path: Path) -> Path | None:
-    """A version dir, a model dir (highest version) or a models dir (last name, highest version)."""
-    if (path / "bundle.json").is_file():
-        return path
-    for pattern in ("*", "*/*"):
-        found = [d for d in path.glob(pattern) if (d / "bundle.json").is_file()]
-        if found:
-            return max(
-                found, key=lambda d: (d.parent.name, int(d.name) if d.name.isdigit() else -1)
-            )
-    return None
 
 
 def gpu_name() -> str | None:

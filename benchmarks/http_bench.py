@@ -38,7 +38,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--model", type=Path, default=REPO / "models/digits/1", help="bundle version directory"
+        "--model",
+        type=Path,
+        default=REPO / "models/digits/1",
+        help="bundle: version/model/models dir",
     )
     p.add_argument("--photo", type=Path, default=PHOTO)
     p.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
@@ -80,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if p.parse_args(argv).quick:  # quick changes the defaults; flags given explicitly still win
         p.set_defaults(duration=1.0, warmup=0.3, concurrency="1,8", batch=4)
     args = p.parse_args(argv)
+    args.model = inprocess.find_bundle(args.model) or p.error(f"--model {args.model}: no bundle")
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     args.targets = [t for t in args.targets.split(",") if t]
     if unknown := set(args.targets) - set(TARGETS):

@@ -47,6 +47,19 @@ class Model:
         return self.session.run([PROBABILITIES_OUTPUT], {self.input_name: batch})[0]
 
 
+def find_bundle(path: Path) -> Path | None:
+    """A version dir, a model dir (highest version) or a models dir (last name, highest version)."""
+    if (path / "bundle.json").is_file():
+        return path
+    for pattern in ("*", "*/*"):
+        found = [d for d in path.glob(pattern) if (d / "bundle.json").is_file()]
+        if found:
+            return max(
+                found, key=lambda d: (d.parent.name, int(d.name) if d.name.isdigit() else -1)
+            )
+    return None
+
+
 def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
     """What the benchmarks ask of the CUDA EP (see benchmarks/README.md for why each)."""
     return {
