@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": report.machine(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "photo": {"path": str(args.photo), "bytes": len(photo)},
+        "command": " ".join(["python -m benchmarks.http_bench", *(argv or sys.argv[1:])]),
         "results": [],
     }
     report.log(f"model {args.model}, client {args.client}, concurrency {args.concurrency}")
@@ -257,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     text = print_table(data["results"], limits)
     data["table"] = text
     report.write_json(args.out, data)
+    if args.out is not None:
+        m = data["machine"]
+        head = (
+            f"`{data['command']}`\n\n{m['date']}, {m['cpu_count']} CPUs ({m['cpu']}), "
+            f"onnxruntime {m['onnxruntime']}, client {args.client}, load average "
+            f"{m.get('loadavg_at_start')} at start, {m.get('loadavg_at_end')} at end\n\n"
+        )
+        args.out.with_suffix(".md").write_text(head + text + "\n")
     print(text)
     return 1 if any(r["errors"] for r in data["results"]) else 0
 

@@ -40,6 +40,7 @@ def test_all_targets_both_forms(tmp_path: Path) -> None:
     assert set(data["inprocess"]) == {"2", "4"}  # images in flight: 2x1 and 2x2
     assert all(v["images_per_s"] > 0 for v in data["inprocess"].values())
     assert data["machine"]["cpu_count"] >= 1 and data["table"].startswith("| server")
+    assert data["table"] in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.skipif(not wrk.available(), reason="wrk not installed (apt-get install -y wrk)")
