@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float = Field(2.0, ge=0)
     max_queue: int = Field(1024, ge=1, description="images waiting per model before 503")
     request_timeout_s: float = Field(30.0, gt=0)
-    decode_threads: int = Field(0, ge=0, description="0 means one per CPU core")
+    decode_threads: int = Field(
+        0, ge=0, description="0: one per CPU this process may use, plus one"
+    )
     inline_decode_max_pixels: int = Field(
         4096,
         ge=0,
