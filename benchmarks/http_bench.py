@@ -18,6 +18,7 @@ images/s is printed with its ratio to that limit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks import inprocess, loadgen, report, servers, wrk
+from benchmarks import http_table, inprocess, loadgen, report, servers, wrk
 from benchmarks.photo import PHOTO
 from service.bundle import read_bundle
 
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--quick", action="store_true", help="tiny run: 1 s points, concurrency 1,8, batch 4"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="interleaved repeats; the table shows medians"
     )
     p.add_argument("--out", type=Path, help="write all numbers as JSON here")
     p.add_argument("--logdir", type=Path, default=REPO / "benchmarks/.cache/logs")
@@ -174,49 +178,6 @@ def start(target: str, args: argparse.Namespace):
     )
 
 
-HEADERS = ["server", "form", "conc", "req/s", "images/s", "p50 ms", "p99 ms", "limit img/s",
-           "ratio", "errors"]  # fmt: skip
-
-
-def ratio(r: dict, limits: dict[int, dict]) -> float | None:
-    """images/s over the in-process limit with as many images in flight."""
-    limit = limits[r["concurrency"] * r["images_per_request"]]["images_per_s"]
-    return r["images_per_s"] / limit if limit and r["requests"] else None
-
-
-def print_table(results: list[dict], limits: dict[int, dict]) -> str:
-    rows = []
-    for r in results:
-        limit = limits[r["concurrency"] * r["images_per_request"]]["images_per_s"]
-        rows.append([r["target"], r["form"], r["concurrency"], r["requests_per_s"],
-                     r["images_per_s"], r["p50_ms"], r["p99_ms"], limit, ratio(r, limits),
-                     r["errors"]])  # fmt: skip
-    return report.table(HEADERS, rows) + "\n\n" + targets(results, limits)
-
-
-def targets(results: list[dict], limits: dict[int, dict]) -> str:
-    """Issue 3's targets, read off this run: c=32 throughput ratios and the c=1 p50 overhead."""
-    lines = []
-    single = limits.get(1, {}).get("p50_ms")
-    if single is not None:
-        lines.append(f"in-process single-image time (decode + resize + run), p50: {single} ms")
-    for form in dict.fromkeys(r["form"] for r in results):
-        rows = [r for r in results if r["form"] == form]
-        ours = {r["concurrency"]: r for r in rows if r["target"] == "convserve"}
-        plain = [r for r in rows if r["target"] != "convserve" and r["concurrency"] == 32]
-        if 32 in ours:
-            best = max(plain, key=lambda r: r["images_per_s"], default=None)
-            line = f"{form}, c=32: convserve {report.fmt(ratio(ours[32], limits), 2)} of the limit"
-            if best is not None:
-                line += f"; best plain ({best['target']}) {report.fmt(ratio(best, limits), 2)}"
-            lines.append(line)
-        if 1 in ours and single is not None and form == "raw" and ours[1]["p50_ms"] is not None:
-            extra = ours[1]["p50_ms"] - single
-            lines.append(f"{form}, c=1: convserve p50 {ours[1]['p50_ms']} ms = single-image time "
-                         f"{extra:+.2f} ms")  # fmt: skip
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     photo = args.photo.read_bytes()
@@ -226,36 +187,42 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "photo": {"path": str(args.photo), "bytes": len(photo)},
         "command": " ".join(["python -m benchmarks.http_bench", *(argv or sys.argv[1:])]),
+        "inprocess_runs": [],
         "results": [],
     }
     report.log(f"model {args.model}, client {args.client}, concurrency {args.concurrency}")
-    limits = measure_inprocess(args, photo, form_list)
-    data["inprocess"] = {str(k): v for k, v in limits.items()}
-    report.write_json(args.out, data)
-    for target in args.targets:
-        with start(target, args) as server:
-            name = read_bundle(args.model, verify_hash=False).name
-            url = (
-                f"{server.url}/predict?model={name}"
-                if target == "convserve"
-                else f"{server.url}/predict"
+    name = read_bundle(args.model, verify_hash=False).name
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for target in args.targets:  # all up at once, idle when not measured: points interleave
+            server = stack.enter_context(start(target, args))
+            urls[target] = f"{server.url}/predict" + (
+                f"?model={name}" if target == "convserve" else ""
             )
+            for _, body, ctype, images in form_list:
+                check_answer(urls[target], body, ctype, images)
+        for rep in range(args.repeat):
+            limits = measure_inprocess(args, photo, form_list)
+            data["inprocess_runs"].append({str(k): v for k, v in limits.items()})
+            report.write_json(args.out, data)
             for form, body, ctype, images in form_list:
-                check_answer(url, body, ctype, images)
                 for conc in args.concurrency:
-                    r = drive(args, url, body, ctype, conc, images) | {
-                        "target": target,
-                        "form": form,
-                    }
-                    data["results"].append(r)
-                    report.write_json(args.out, data)
-                    report.log(
-                        f"{target:9} {form:12} c={conc:<3} {r['images_per_s']:9.1f} images/s  "
-                        f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}"
-                    )
+                    for target in args.targets:
+                        r = drive(args, urls[target], body, ctype, conc, images)
+                        data["results"].append(r | {"target": target, "form": form, "rep": rep})
+                        report.write_json(args.out, data)
+                        report.log(
+                            f"{target:9} {form:12} c={conc:<3} {r['images_per_s']:9.1f} images/s  "
+                            f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}"
+                        )
     if hasattr(os, "getloadavg"):
         data["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    text = print_table(data["results"], limits)
+    limits = http_table.median_limits(data["inprocess_runs"])
+    data["inprocess"] = {str(k): v for k, v in limits.items()}
+    data["summary"] = http_table.median_results(data["results"])
+    text = http_table.print_table(data["summary"], limits)
+    if args.repeat > 1:
+        text += f"\n(medians of {args.repeat} interleaved repeats)"
     data["table"] = text
     report.write_json(args.out, data)
     if args.out is not None:

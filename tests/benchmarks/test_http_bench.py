@@ -31,8 +31,10 @@ def run_bench(tmp_path: Path, *extra: str) -> dict:
 
 
 def test_all_targets_both_forms(tmp_path: Path) -> None:
-    data = run_bench(tmp_path)
+    data = run_bench(tmp_path, "--repeat", "2")
     seen = {(r["target"], r["form"]) for r in data["results"]}
+    assert len(data["results"]) == 2 * len(seen) and len(data["inprocess_runs"]) == 2
+    assert len(data["summary"]) == len(seen) and {r["repeats"] for r in data["summary"]} == {2}
     forms = {"raw", "multipart x2"}
     assert seen == {(t, f) for t in ("convserve", "plain1", "plain2") for f in forms}
     for r in data["results"]:
