@@ -73,19 +73,28 @@ class Engine:
 
     def __init__(self, model_path: Path, options: EngineOptions) -> None:
         self.path = Path(model_path)
+        requested = _requested(options)
         try:
-            self.session = ort.InferenceSession(
-                str(self.path),
-                sess_options=_session_options(options),
-                providers=_requested(options),
-            )
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise EngineError(f"{self.path}: onnxruntime cannot load the model: {exc}") from exc
+            self.session = self._create(options, requested)
+        except EngineError as exc:
+            if options.providers != "auto" or requested == [CPU]:
+                raise
+            # some onnxruntime-gpu builds raise instead of falling back (missing CUDA libraries)
+            log.warning("providers=auto: CUDA session failed (%s); trying the CPU", exc)
+            self.session = self._create(options, [CPU])
         active = self.session.get_providers()
         self.provider = active[0] if active else "unknown"
         self._check_provider(options)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _create(self, options: EngineOptions, providers: list) -> ort.InferenceSession:
+        try:
+            return ort.InferenceSession(
+                str(self.path), sess_options=_session_options(options), providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise EngineError(f"{self.path}: onnxruntime cannot load the model: {exc}") from exc
 
     def _check_provider(self, options: EngineOptions) -> None:
         available = ort.get_available_providers()
