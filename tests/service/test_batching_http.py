@@ -42,7 +42,10 @@ async def _fire(url: str, bodies: list[bytes]) -> list[httpx.Response]:
 
 def test_concurrent_requests_share_batches_without_cross_talk() -> None:
     images = distinct_label_images(48)
-    cfg = settings(max_batch_size=16, max_batch_delay_ms=20, decode_threads=2)
+    # every decode through the pool, so the batcher knows what is on its way and gathers it
+    cfg = settings(
+        max_batch_size=16, max_batch_delay_ms=20, decode_threads=2, inline_decode_max_pixels=0
+    )
     with LiveServer(cfg) as live:
         responses = asyncio.run(_fire(live.url, [data for _, data in images]))
         metrics = httpx.get(live.url + "/metrics").text
