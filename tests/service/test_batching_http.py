@@ -67,7 +67,9 @@ def test_concurrent_requests_share_batches_without_cross_talk() -> None:
 def test_full_queue_answers_503_with_retry_after() -> None:
     # max_queue=1 and a long gather window: while one image waits, the others find it full
     images = distinct_label_images(24)
-    cfg = settings(max_queue=1, max_batch_size=64, max_batch_delay_ms=500)
+    cfg = settings(
+        max_queue=1, max_batch_size=64, max_batch_delay_ms=500, inline_decode_max_pixels=0
+    )
     with LiveServer(cfg) as live:
         responses = asyncio.run(_fire(live.url, [data for _, data in images]))
         assert httpx.get(live.url + "/healthz").status_code == 200
