@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> dict:
                 report.log(f"provider check: {data['checks']['provider']}")
                 report.write_json(jpath, data)
                 for bundle_dir, name in zip(bundles, names, strict=True):
-                    measure_model(args, server.url, bundle_dir, name, images, data, jpath)
+                    measure_model(args, server, bundle_dir, name, images, data, jpath)
                 (out / "metrics.txt").write_text(httpx.get(f"{server.url}/metrics").text)
     except Exception as exc:  # the service part failed (any way): say so, and
         data["error"] = f"{type(exc).__name__}: {exc}"[:8000]  # still time onnxruntime alone
@@ -185,8 +185,11 @@ def run(args: argparse.Namespace) -> dict:
     return data
 
 
-def measure_model(args, base_url: str, bundle_dir: Path, name: str, images, data, jpath) -> None:
+def measure_model(
+    args, server: servers.Server, bundle_dir: Path, name, images, data, jpath
+) -> None:
     """Answers through the service vs CPU, onnxruntime alone, then every service point."""
+    base_url, server_pid = server.url, server.process.pid
     result = data["models"][name]
     bundle = read_bundle(bundle_dir)
     ref = gpu_measure.cpu_reference(bundle_dir, images)
@@ -204,14 +207,19 @@ def measure_model(args, base_url: str, bundle_dir: Path, name: str, images, data
         else:
             parts = [(f"{i}.img", payload, ctype) for i in range(k)]
             body, body_type = loadgen.multipart_body(parts)
-        r = loadgen.run_load(url, loadgen.build_request(url, body, body_type), concurrency=c,
-                             duration=args.duration, warmup=args.warmup,
-                             processes=args.client_processes, images_per_request=k,
-                             expect=b'"predictions"')  # fmt: skip
+        request = loadgen.build_request(url, body, body_type)
+        r = servers.with_cpu(
+            lambda req=request, c=c, k=k: loadgen.run_load(
+                url, req, concurrency=c, duration=args.duration, warmup=args.warmup,
+                processes=args.client_processes, images_per_request=k, expect=b'"predictions"',
+            ),
+            server_pid,
+        )  # fmt: skip
         result["service"].append(r)
         report.log(
             f"[{name}] service {k} images/request, c={c}: {r['images_per_s']:.1f} images/s, "
-            f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
+            f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}, "
+            f"server {r['server_cores']} cores"
         )
         report.write_json(jpath, data)
 

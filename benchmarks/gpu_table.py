@@ -51,6 +51,7 @@ def _model_section(name: str, m: dict) -> list[str]:
                 r["p99_ms"],
                 ref["batch"] if ref else None,
                 ratio,
+                r.get("server_cores"),
                 r["errors"],
             ]
         )
@@ -67,6 +68,7 @@ def _model_section(name: str, m: dict) -> list[str]:
                     "p99 ms",
                     "vs ort batch",
                     "ratio",
+                    "srv cores",
                     "errors",
                 ],
                 rows,

@@ -193,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     report.log(f"model {args.model}, client {args.client}, concurrency {args.concurrency}")
     name = read_bundle(args.model, verify_hash=False).name
     with contextlib.ExitStack() as stack:
-        urls = {}
+        urls, pids = {}, {}
         for target in args.targets:  # all up at once, idle when not measured: points interleave
             server = stack.enter_context(start(target, args))
+            pids[target] = server.process.pid
             urls[target] = f"{server.url}/predict" + (
                 f"?model={name}" if target == "convserve" else ""
             )
@@ -208,12 +209,18 @@ def main(argv: list[str] | None = None) -> int:
             for form, body, ctype, images in form_list:
                 for conc in args.concurrency:
                     for target in args.targets:
-                        r = drive(args, urls[target], body, ctype, conc, images)
+                        r = servers.with_cpu(
+                            lambda t=target, b=body, ct=ctype, c=conc, n=images: drive(
+                                args, urls[t], b, ct, c, n
+                            ),
+                            pids[target],
+                        )
                         data["results"].append(r | {"target": target, "form": form, "rep": rep})
                         report.write_json(args.out, data)
                         report.log(
                             f"{target:9} {form:12} c={conc:<3} {r['images_per_s']:9.1f} images/s  "
-                            f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}"
+                            f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}  "
+                            f"cores: server {r['server_cores']} client {r['client_cores']}"
                         )
     if hasattr(os, "getloadavg"):
         data["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]

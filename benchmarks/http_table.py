@@ -7,7 +7,7 @@ import statistics
 from benchmarks import report
 
 HEADERS = ["server", "form", "conc", "req/s", "images/s", "p50 ms", "p99 ms", "limit img/s",
-           "ratio", "errors"]  # fmt: skip
+           "ratio", "srv cores", "cli cores", "errors"]  # fmt: skip
 
 
 def ratio(r: dict, limits: dict[int, dict]) -> float | None:
@@ -22,7 +22,7 @@ def print_table(results: list[dict], limits: dict[int, dict]) -> str:
         limit = limits[r["concurrency"] * r["images_per_request"]]["images_per_s"]
         rows.append([r["target"], r["form"], r["concurrency"], r["requests_per_s"],
                      r["images_per_s"], r["p50_ms"], r["p99_ms"], limit, ratio(r, limits),
-                     r["errors"]])  # fmt: skip
+                     r.get("server_cores"), r.get("client_cores"), r["errors"]])  # fmt: skip
     return report.table(HEADERS, rows) + "\n\n" + targets(results, limits)
 
 
@@ -81,7 +81,8 @@ def median_results(results: list[dict]) -> list[dict]:
             "requests": sum(r["requests"] for r in rs),
             "errors": sum(r["errors"] for r in rs),
         }
-        for key in ("requests_per_s", "images_per_s", "p50_ms", "p99_ms"):
-            row[key] = _median([r[key] for r in rs])
+        for key in ("requests_per_s", "images_per_s", "p50_ms", "p99_ms", "server_cores",
+                    "client_cores"):  # fmt: skip
+            row[key] = _median([r.get(key) for r in rs])
         rows.append(row)
     return rows

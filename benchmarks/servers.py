@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,52 @@ def plain(
         "warning",
     ]
     return _started(f"plain-{workers}w", cmd, env, port, "/healthz", logdir, timeout)
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by `pid` and its live descendants (Linux /proc).
+
+    For uvicorn with workers the supervisor is the parent of the worker processes, so the
+    whole server is counted. None where /proc is not available.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, cpu seconds)
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        # after "pid (comm)": state ppid ... utime(12th) stime(13th), 0-based 11 and 12
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    if pid not in stats:
+        return None
+    total, frontier = 0.0, [pid]
+    while frontier:
+        current = frontier.pop()
+        total += stats[current][1]
+        frontier += [p for p, (ppid, _) in stats.items() if ppid == current]
+    return total
+
+
+def _own_cpu_seconds() -> float:
+    """This process and its waited-for children (wrk, load-generator processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def with_cpu(run: Callable[[], dict], server_pid: int) -> dict:
+    """Run one load point; add the server's and the client's CPU use over it, in cores.
+
+    Where the CPU goes decides what can be improved: a server at 2.0 cores on a 2-core
+    machine is CPU-bound, one at 0.5 waits on something.
+    """
+    s0, c0, t0 = tree_cpu_seconds(server_pid), _own_cpu_seconds(), time.monotonic()
+    result = run()
+    s1, c1, wall = tree_cpu_seconds(server_pid), _own_cpu_seconds(), time.monotonic() - t0
+    server = round((s1 - s0) / wall, 2) if s0 is not None and s1 is not None else None
+    return result | {"server_cores": server, "client_cores": round((c1 - c0) / wall, 2)}
