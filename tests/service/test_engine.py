@@ -34,6 +34,7 @@ def test_cpu_engine_runs_and_applies_session_options() -> None:
 
 
 @pytest.mark.skipif(_cuda_works(), reason="CUDA really works here")
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
 def test_cuda_without_cuda_refuses_with_a_clear_message() -> None:
     with pytest.raises(EngineError, match="providers=cuda but the onnxruntime session") as info:
         Engine(MODEL, EngineOptions(providers="cuda"))
