@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> dict:
     }
     data["machine"]["gpu"] = gpu_name()
     data["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    images = gpu_measure.test_images()
+    images = gpu_measure.decodable(inprocess.load_model(args.digits), gpu_measure.test_images())
+    data["images"] = [name for name, _ in images]
     max_batch = max(args.batches)
     env = {
         "CONVSERVE_PROVIDERS": args.providers,

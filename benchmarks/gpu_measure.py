@@ -20,9 +20,10 @@ from benchmarks import inprocess
 from benchmarks.loadgen import multipart_body
 from benchmarks.photo import PHOTO
 from service.bundle import PROBABILITIES_OUTPUT, Bundle, read_bundle
+from service.preprocess import ImageError
 
 REPO = Path(__file__).resolve().parent.parent
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -31,35 +32,46 @@ def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def test_images(limit: int = 24) -> list[tuple[str, bytes]]:
-    """Committed test images (tests/data), the benchmark photo, drawn images of several modes."""
-    files = sorted(
-        p for p in (REPO / "tests" / "data").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    out = [(p.name, p.read_bytes()) for p in files[: limit // 2]]
+def test_images(limit: int = 48) -> list[tuple[str, bytes]]:
+    """The project's test corpus (tests/imagefiles.py: every mode and container Pillow reads),
+    committed files under tests/data, the benchmark photo, and drawn images of odd sizes."""
+    out: list[tuple[str, bytes]] = []
+    try:
+        from tests.imagefiles import good_images
+
+        out += [(img.name, img.data) for img in good_images()]
+    except ImportError:  # a checkout without the tests: the rest still makes a fair sample
+        pass
+    files = sorted(p for p in (REPO / "tests" / "data").glob("*") if p.suffix.lower() in SUFFIXES)
+    out += [(p.name, p.read_bytes()) for p in files[:8]]
     out.append((PHOTO.name, PHOTO.read_bytes()))
     rng = np.random.default_rng(6)
     for i in range(8):
         img = Image.new("L", (64 + 8 * i, 48 + 16 * i), color=int(rng.integers(0, 80)))
         draw = ImageDraw.Draw(img)
         for _ in range(3 + i):
-            box = sorted(rng.integers(0, img.width, 2).tolist()) + sorted(
-                rng.integers(0, img.height, 2).tolist()
-            )
+            xs = sorted(rng.integers(0, img.width, 2).tolist())
+            ys = sorted(rng.integers(0, img.height, 2).tolist())
             draw.line(
-                [box[0], box[2], box[1], box[3]], fill=int(rng.integers(150, 256)), width=3 + i % 4
+                [xs[0], ys[0], xs[1], ys[1]], fill=int(rng.integers(150, 256)), width=3 + i % 4
             )
         if i % 2:
             img = img.convert("RGB")
-        out.append(
-            (
-                f"drawn{i}.{'png' if i % 3 else 'jpg'}",
-                _encode(img, "PNG" if i % 3 else "JPEG", quality=92),
-            )
-        )
-    noise = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
-    out.append(("noise.png", _encode(noise, "PNG")))
+        fmt = "PNG" if i % 3 else "JPEG"
+        out.append((f"drawn{i}.{fmt.lower()}", _encode(img, fmt, quality=92)))
     return out[:limit]
+
+
+def decodable(model: inprocess.Model, images: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The images this machine's Pillow decodes (AVIF/WebP support varies between builds)."""
+    keep = []
+    for name, data in images:
+        try:
+            model.preprocess(data)
+        except ImageError:
+            continue
+        keep.append((name, data))
+    return keep
 
 
 def native_payload(bundle: Bundle) -> tuple[bytes, str]:
