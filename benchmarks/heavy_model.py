@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,14 +36,16 @@ def macs() -> int:
     return total
 
 
-def build_keras(path: Path, seed: int = 1) -> Path:
+def build_keras(
+    path: Path, *, size: int = SIZE, blocks: tuple[int, ...] = BLOCKS, seed: int = 1
+) -> Path:
     """Save the untrained model; He-initialised weights keep activations in a sane range."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     keras.utils.set_random_seed(seed)
-    layers: list = [keras.Input((SIZE, SIZE, 3))]
-    for i, filters in enumerate(BLOCKS, start=1):
+    layers: list = [keras.Input((size, size, 3))]
+    for i, filters in enumerate(blocks, start=1):
         layers.append(
             keras.layers.Conv2D(
                 filters,
@@ -91,9 +94,18 @@ def export(keras_path: Path, models_dir: Path = MODELS) -> Path:
 
 
 def ensure(models_dir: Path = MODELS, *, rebuild: bool = False) -> Path:
+    """The cached bundle if the current schema still reads it, else a fresh export."""
+    from service.bundle import BundleError, read_bundle
+
     bundle = models_dir / NAME / VERSION
     if (bundle / "bundle.json").is_file() and not rebuild:
-        return bundle
+        try:
+            read_bundle(bundle)
+            return bundle
+        except BundleError as exc:
+            print(f"rebuilding: {exc}")
+    if (bundle / "bundle.json").is_file():
+        shutil.rmtree(bundle)  # the exporter never overwrites a version
     keras_path = build_keras(CACHE / "heavy.keras")
     return export(keras_path, models_dir)
 
