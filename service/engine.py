@@ -63,9 +63,26 @@ def _requested(options: EngineOptions) -> list[str | tuple[str, dict[str, str]]]
     )
     if options.providers == "cpu":
         return [CPU]
-    if options.providers == "cuda":
+    if options.providers == "cuda" or CUDA in ort.get_available_providers():
+        _preload_cuda_libraries()
         return [cuda, CPU]
-    return [cuda, CPU] if CUDA in ort.get_available_providers() else [CPU]
+    return [CPU]
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip wheels (onnxruntime-gpu's `cuda`/`cudnn`
+    extras, or PyTorch's) so a session finds them without LD_LIBRARY_PATH.
+
+    Best effort: libraries installed system-wide are found by the loader anyway, and
+    whether CUDA really works is judged from the created session, not from here.
+    """
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # a missing wheel is not an error: the session decides
+        log.debug("onnxruntime.preload_dlls() failed: %s", exc)
 
 
 class Engine:
