@@ -47,7 +47,9 @@ class InputSpec(_Strict):
     def _channels_match_mode(self) -> InputSpec:
         expected = CHANNELS_BY_COLOR_MODE[self.color_mode]
         if self.channels != expected:
-            raise ValueError(f"color_mode {self.color_mode!r} has {expected} channels, not {self.channels}")
+            raise ValueError(
+                f"color_mode {self.color_mode!r} has {expected} channels, not {self.channels}"
+            )
         return self
 
 
