@@ -70,12 +70,19 @@ def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
     }
 
 
-def load_model(bundle_dir: Path, *, provider: str = "cpu", intra_op_threads: int = 0) -> Model:
-    """A session like the server's: only the probabilities output is fetched."""
+def load_model(
+    bundle_dir: Path, *, provider: str = "cpu", intra_op_threads: int = 0, spinning: bool = True
+) -> Model:
+    """A session like the server's: only the probabilities output is fetched.
+
+    `spinning=False` stops idle intra-op threads from busy-waiting after each run
+    (onnxruntime spins by default), which frees CPU for decoding in a busy server.
+    """
     bundle_dir = Path(bundle_dir)
     bundle = read_bundle(bundle_dir)
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers: list = ["CPUExecutionProvider"]
     if provider == "cuda":

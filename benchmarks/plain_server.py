@@ -8,7 +8,8 @@ measured is the serving architecture, not the image work.
     PLAIN_MODEL=models/digits/1 uvicorn benchmarks.plain_server:app --workers 2
 
 Env: PLAIN_MODEL (a bundle version directory), PLAIN_INTRA_OP_THREADS (0 =
-onnxruntime's default), PLAIN_TOP_K (default 1).
+onnxruntime's default), PLAIN_ALLOW_SPINNING (1, onnxruntime's default; 0 stops
+idle intra-op threads busy-waiting), PLAIN_TOP_K (default 1).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from benchmarks.inprocess import load_model
 _model = load_model(
     Path(os.environ.get("PLAIN_MODEL", "models/digits/1")),
     intra_op_threads=int(os.environ.get("PLAIN_INTRA_OP_THREADS", "0")),
+    spinning=os.environ.get("PLAIN_ALLOW_SPINNING", "1") == "1",
 )
 _classes = _model.bundle.classes
 _top_k = int(os.environ.get("PLAIN_TOP_K", "1"))
