@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
         with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
             root = model_root(bundles, Path(tmp) / "models")
             report.log("starting convserve (loads and warms up every model)...")
-            with servers.convserve(root, names[0], logdir=out, env=env, timeout=240) as server:
+            with servers.convserve(root, names[0], logdir=out, env=env, timeout=150) as server:
                 expected = EXPECTED[args.providers]
                 data["checks"]["provider"] = check_providers(server.url, names, expected)
                 report.log(f"provider check: {data['checks']['provider']}")

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,5 +88,9 @@ def write_json(path: Path | None, data: dict) -> None:
     tmp.replace(path)
 
 
+_T0 = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """Progress on stderr with seconds since start, so a cut-off log still shows the pace."""
+    print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
