@@ -79,7 +79,8 @@ class ShardResult:
     statuses: Counter[int] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     ok_total: int = 0  # also outside the window (warm-up, tail): proof of life, not a rate
-    bad_total: int = 0
+    bad_total: int = 0  # non-200 or unexpected answers
+    broken: int = 0  # connection errors (refused, reset, timed out, garbled)
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
@@ -110,39 +111,50 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
 
 
 async def _connection(shard: Shard, result: ShardResult) -> None:
+    """One keep-alive connection posting back to back until the window closes.
+
+    A broken connection is counted as an error and reopened (after a short pause, so a
+    server that is down does not turn this into a busy loop).
+    """
     await asyncio.sleep(max(0.0, shard.warmup_from - time.time()))
     reader = writer = None
-    try:
-        while time.time() < shard.stop:
+    while time.time() < shard.stop:
+        try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(shard.host, shard.port)
             sent_wall = time.time()
             t0 = time.perf_counter()  # not loop.time(): uvloop's clock ticks in whole ms
             writer.write(shard.request)
             status, body, close = await asyncio.wait_for(_read_response(reader), timeout=60)
-            elapsed = time.perf_counter() - t0
-            ok = status == 200 and (not shard.expect or shard.expect in body)
-            result.ok_total += ok
-            result.bad_total += not ok
-            if not ok and len(result.failures) < 5:
-                result.failures.append(f"{status}: {body[:300]!r}")
-            # a response counts when it completes inside the window (whenever it was sent):
-            # in steady state that is throughput x duration, with no bias against slow requests
-            if shard.start <= sent_wall + elapsed <= shard.stop:
-                result.statuses[status] += 1
-                if ok:
-                    result.latencies_ms.append(elapsed * 1000.0)
-            if close:
+        except (OSError, EOFError, TimeoutError, ValueError, asyncio.LimitOverrunError) as exc:
+            # IncompleteReadError is an EOFError; a garbled status line is a ValueError
+            result.broken += 1
+            if len(result.failures) < 5:
+                result.failures.append(f"connection error: {exc!r}")
+            if writer is not None:
                 writer.close()
-                reader = writer = None
-    except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-        result.failures.append(f"connection error: {exc!r}")
-        result.bad_total += 1
-    finally:
-        if writer is not None:
+            reader = writer = None
+            await asyncio.sleep(0.05)
+            continue
+        elapsed = time.perf_counter() - t0
+        ok = status == 200 and (not shard.expect or shard.expect in body)
+        result.ok_total += ok
+        result.bad_total += not ok
+        if not ok and len(result.failures) < 5:
+            result.failures.append(f"{status}: {body[:300]!r}")
+        # a response counts when it completes inside the window (whenever it was sent):
+        # in steady state that is throughput x duration, with no bias against slow requests
+        if shard.start <= sent_wall + elapsed <= shard.stop:
+            result.statuses[status] += 1
+            if ok:
+                result.latencies_ms.append(elapsed * 1000.0)
+        if close:
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
 
 
 async def _run_shard_async(shard: Shard) -> ShardResult:
@@ -228,9 +240,10 @@ def run_load(
         images_per_request=images_per_request,
         client="python",
         client_processes=processes,
-        errors=sum(statuses.values()) - len(latencies),
+        errors=sum(statuses.values()) - len(latencies) + sum(r.broken for r in results),
         responses_total=sum(r.ok_total + r.bad_total for r in results),
-        errors_total=sum(r.bad_total for r in results),
+        errors_total=sum(r.bad_total + r.broken for r in results),
+        connection_errors=sum(r.broken for r in results),
         statuses={str(k): v for k, v in sorted(statuses.items())},
         failures=failures,
     )

@@ -81,3 +81,11 @@ def test_chunked_and_content_length_responses_parse() -> None:
     assert asyncio.run(parse(chunked)) == (200, b"abcdef", False)
     sized = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz"
     assert asyncio.run(parse(sized)) == (503, b"xyz", True)
+
+
+def test_a_server_that_is_not_there_is_reported_not_fatal() -> None:
+    url = f"http://127.0.0.1:{servers.free_port()}/predict"  # nothing listens here
+    request = loadgen.build_request(url, b"x", "image/jpeg")
+    r = loadgen.run_load(url, request, concurrency=2, duration=0.3, warmup=0.0)
+    assert r["requests"] == 0 and r["responses_total"] == 0 and r["errors_total"] > 0
+    assert r["failures"][0].startswith("connection error")
