@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -159,17 +160,29 @@ def run(args: argparse.Namespace) -> dict:
                 report.log(f"provider check: {data['checks']['provider']}")
                 report.write_json(jpath, data)
                 for bundle_dir, name in zip(bundles, names, strict=True):
-                    measure_model(args, server, bundle_dir, name, images, data, jpath)
+                    try:  # one model's failure must not cost the other its numbers
+                        measure_model(args, server, bundle_dir, name, images, data, jpath)
+                    except Terminated:
+                        raise
+                    except Exception as exc:
+                        data["models"][name]["error"] = f"{type(exc).__name__}: {exc}"[:4000]
+                        report.log(f"[{name}] failed: {data['models'][name]['error']}")
                 (out / "metrics.txt").write_text(httpx.get(f"{server.url}/metrics").text)
     except Exception as exc:  # the service part failed (any way): say so, and
         data["error"] = f"{type(exc).__name__}: {exc}"[:8000]  # still time onnxruntime alone
         report.log(f"gpu_check: the service part failed: {data['error']}")
         for bundle_dir, name in zip(bundles, names, strict=True):
-            if "onnxruntime" not in data["models"][name]:
+            if "onnxruntime" not in data["models"][name] and not isinstance(exc, Terminated):
                 try:
                     measure_direct(args, bundle_dir, name, images, data, jpath)
                 except Exception as direct_exc:  # report it; keep the first error too
                     data["models"][name]["error"] = f"{type(direct_exc).__name__}: {direct_exc}"
+    finish(data, out)
+    return data
+
+
+def finish(data: dict, out: Path) -> None:
+    """Verdict, JSON and table: also after a failure or a SIGTERM (the caller's timeout)."""
     data["ok"] = (
         "error" not in data
         and data["checks"].get("provider", {}).get("ok", False)
@@ -177,13 +190,12 @@ def run(args: argparse.Namespace) -> dict:
             m.get("parity", {}).get("service_vs_cpu", {}).get("ok") for m in data["models"].values()
         )
     )
-    report.write_json(jpath, data)
+    report.write_json(out / "gpu_check.json", data)
     try:
         text = gpu_table.markdown(data)
     except Exception as exc:  # the JSON is the record; a table bug must not lose the run
         text = f"# gpu_check: table failed ({type(exc).__name__}: {exc}); see gpu_check.json\n"
     (out / "gpu_check.md").write_text(text)
-    return data
 
 
 def measure_model(
@@ -260,7 +272,16 @@ def measure_direct(args, bundle_dir: Path, name: str, images, data, jpath) -> tu
     return payload, ctype
 
 
+class Terminated(Exception):
+    """SIGTERM (e.g. the caller's time limit): stop measuring, stop the server, write up."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"stopped by signal {signum}; the numbers so far are kept")
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     args = parse_args(argv)
     data = run(args)
     print((args.out / "gpu_check.md").read_text())

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +91,40 @@ def test_gpu_side_imports_no_training_stack() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_sigterm_stops_the_run_and_keeps_what_it_has(tmp_path: Path) -> None:
+    """The GPU run has a hard time limit: when it hits, the server stops, the report is written."""
+    out = tmp_path / "out"
+    cmd = [
+        "bash",
+        "benchmarks/gpu_check.sh",
+        "--providers",
+        "cpu",
+        "--duration",
+        "1",
+        "--out",
+        str(out),
+    ]
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        for _ in range(600):  # until the first service point is on disk (at most 60 s)
+            partial = out / "gpu_check.json"  # replaced atomically: always whole JSON
+            if partial.is_file():
+                models = json.loads(partial.read_text())["models"]
+                if models.get("digits", {}).get("service"):
+                    break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    data = json.loads((out / "gpu_check.json").read_text())
+    assert "signal" in data["error"] and data["ok"] is False
+    assert data["models"]["digits"]["service"]  # what was measured before the signal is kept
+    assert (out / "gpu_check.md").read_text().startswith("# gpu_check (cpu): FAILED")
