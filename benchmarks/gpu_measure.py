@@ -160,6 +160,8 @@ def direct_parity(bundle_dir: Path, provider: str, images: list[tuple[str, bytes
             "max_abs_diff": float(np.max(np.abs(got - ref))),
             "label_mismatches": int(np.sum(got.argmax(1) != ref.argmax(1))),
         }
+        if label == "default":  # what the provider really runs with, defaults included
+            out["provider_options"] = sess.get_provider_options()
         del sess
     return out
 

@@ -136,7 +136,7 @@ def markdown(data: dict) -> str:
         direct = ", ".join(
             f"{k}: {v['max_abs_diff']:.2e}" if "max_abs_diff" in v else f"{k}: {v.get('error')}"
             for k, v in par.get("onnxruntime_vs_cpu", {}).items()
-            if isinstance(v, dict)
+            if isinstance(v, dict) and k != "provider_options"
         )
         lines.append(
             f"- {name}: service vs CPU over {svc.get('images')} images: max |dp| "
@@ -144,6 +144,17 @@ def markdown(data: dict) -> str:
             f"label mismatches {svc.get('label_mismatches')} "
             f"-> {'ok' if svc.get('ok') else 'FAILED'}; onnxruntime vs CPU directly: {direct}"
         )
+    cuda = next(
+        (m["parity"]["onnxruntime_vs_cpu"].get("provider_options", {}).get("CUDAExecutionProvider")
+         for m in data.get("models", {}).values() if "onnxruntime_vs_cpu" in m.get("parity", {})),
+        None,
+    )  # fmt: skip
+    if cuda:
+        keys = ("use_tf32", "cudnn_conv_algo_search", "cudnn_conv_use_max_workspace",
+                "do_copy_in_default_stream", "arena_extend_strategy", "prefer_nhwc",
+                "enable_cuda_graph")  # fmt: skip
+        shown = ", ".join(f"{k}={cuda[k]}" for k in keys if k in cuda)
+        lines.append(f"- CUDA EP options in effect in this script's sessions: {shown}")
     lines.append("")
     for name, m in data.get("models", {}).items():
         if m.get("error"):
