@@ -1,4 +1,4 @@
-"""The curl examples in docs/api.md run as written (against a live server on a free port)."""
+"""The curl examples in docs/api.md and the README run as written (live server, free port)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from PIL import Image
 
 from tests.service.serving import ROOT, LiveServer
 
-DOC = ROOT / "docs" / "api.md"
+DOCS = {"docs/api.md": 10, "README.md": 8}  # document -> how many curl examples at least
 
 
-def curl_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.S)
+def curl_commands(doc: Path) -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S)
     commands = []
     for block in blocks:
         for command in block.replace("\\\n", " ").splitlines():
@@ -28,10 +28,11 @@ def curl_commands() -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_every_curl_example_works(server: LiveServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("doc", sorted(DOCS))
+def test_every_curl_example_works(server: LiveServer, tmp_path: Path, doc: str) -> None:
     (tmp_path / "tests").symlink_to(ROOT / "tests")
-    commands = curl_commands()
-    assert len(commands) >= 10
+    commands = curl_commands(ROOT / doc)
+    assert len(commands) >= DOCS[doc]
     for command in commands:
         run = command.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
         result = subprocess.run(["bash", "-c", run], cwd=tmp_path, capture_output=True, timeout=30)

@@ -35,3 +35,21 @@ def test_tritonclient_example_runs(
     assert lines[1] == "[7]"
     assert re.fullmatch(r"\[\[b'[0-9.]+:7:7' b'[0-9.]+:\d:\d' b'[0-9.]+:\d:\d'\]\]", lines[2])
     assert lines[3] == "(1, 32, 32, 16)"
+
+
+def test_readme_tritonclient_example_runs(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    readme = ROOT / "README.md"
+    code = next(
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+        if "tritonclient" in block
+    )
+    code = code.replace('"127.0.0.1:8000"', repr(server.url.removeprefix("http://")))
+    (tmp_path / SEVEN).parent.mkdir(parents=True)
+    shutil.copy(ROOT / SEVEN, tmp_path / SEVEN)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, str(readme), "exec"), {"__name__": "readme_example"})
+    out = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"\[\[b'[0-9.]+:7:7' b'[0-9.]+:\d:\d' b'[0-9.]+:\d:\d'\]\]", out), out
