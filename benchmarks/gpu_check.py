@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import httpx
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> dict:
                 expected = EXPECTED[args.providers]
                 data["checks"]["provider"] = check_providers(server.url, names, expected)
                 report.log(f"provider check: {data['checks']['provider']}")
-                report.write_json(jpath, data)
+                save(jpath, data)
                 for bundle_dir, name in zip(bundles, names, strict=True):
                     try:  # one model's failure must not cost the other its numbers
                         measure_model(args, server, bundle_dir, name, images, data, jpath)
@@ -234,7 +235,7 @@ def measure_model(
             f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}, "
             f"server {r['server_cores']} cores"
         )
-        report.write_json(jpath, data)
+        save(jpath, data)
 
 
 def measure_direct(args, bundle_dir: Path, name: str, images, data, jpath) -> tuple[bytes, str]:
@@ -255,20 +256,20 @@ def measure_direct(args, bundle_dir: Path, name: str, images, data, jpath) -> tu
             f"[{name}] onnxruntime alone batch {r['batch']}: {r['images_per_s']:.1f} images/s, "
             f"p50 {r['p50_ms']} ms"
         )
-        report.write_json(jpath, data)
+        save(jpath, data)
     result["onnxruntime_device_input"] = list(
         gpu_measure.ort_alone(bundle_dir, args.providers, payload, args.batches,
                               min(1.0, args.duration), device_input=True)
     )  # fmt: skip
     on_device = [(r["batch"], r["images_per_s"]) for r in result["onnxruntime_device_input"]]
     report.log(f"[{name}] onnxruntime alone, input on the device, (batch, images/s): {on_device}")
-    report.write_json(jpath, data)
+    save(jpath, data)
     result["options"] = []
     for r in gpu_measure.option_sweep(bundle_dir, args.providers, payload, max(args.batches),
                                       min(1.0, args.duration)):  # fmt: skip
         result["options"].append(r)
         report.log(f"[{name}] options: {r}")
-        report.write_json(jpath, data)
+        save(jpath, data)
     return payload, ctype
 
 
@@ -276,8 +277,19 @@ class Terminated(Exception):
     """SIGTERM (e.g. the caller's time limit): stop measuring, stop the server, write up."""
 
 
+_STOP = threading.Event()
+
+
 def _terminate(signum: int, frame: object) -> None:
+    _STOP.set()  # an event loop may swallow the exception below (uvloop logs it): the flag stays
     raise Terminated(f"stopped by signal {signum}; the numbers so far are kept")
+
+
+def save(jpath: Path, data: dict) -> None:
+    """Write the partial JSON after every step, then stop there if a SIGTERM came meanwhile."""
+    report.write_json(jpath, data)
+    if _STOP.is_set():
+        raise Terminated("stopped by SIGTERM; the numbers so far are kept")
 
 
 def main(argv: list[str] | None = None) -> int:

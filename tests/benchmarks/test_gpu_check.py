@@ -125,6 +125,6 @@ def test_sigterm_stops_the_run_and_keeps_what_it_has(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     data = json.loads((out / "gpu_check.json").read_text())
-    assert "signal" in data["error"] and data["ok"] is False
+    assert "Terminated" in data["error"] and data["ok"] is False
     assert data["models"]["digits"]["service"]  # what was measured before the signal is kept
     assert (out / "gpu_check.md").read_text().startswith("# gpu_check (cpu): FAILED")
