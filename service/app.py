@@ -103,7 +103,7 @@ async def _warm(app: FastAPI) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    worker = InferenceThread()
+    worker = InferenceThread(count=settings.inference_threads)
     # One more decode thread than CPUs: while one waits for the GIL (held by the event
     # loop), the others keep every core decoding (+13% images/s measured on 2 cores).
     pool = ThreadPoolExecutor(

@@ -69,6 +69,7 @@ def build_registry(
                 max_batch_size=settings.max_batch_size,
                 max_delay_s=settings.max_batch_delay_ms / 1000.0,
                 max_queue=settings.max_queue,
+                max_concurrent=settings.inference_threads,
                 observer=metrics.observer(name, ref.version),
             )
             model = ServedModel(

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
         False,
         description="let onnxruntime's idle intra-op threads spin; off leaves the CPU to decoding",
     )
+    inference_threads: int = Field(
+        1,
+        ge=1,
+        description="batches that may run at once (one thread each); for compute-bound "
+        "models on CPU use 2+ with intra_op_threads=1",
+    )
     cuda_device_id: int = Field(0, ge=0)
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
 

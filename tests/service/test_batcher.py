@@ -235,3 +235,45 @@ def test_rows_that_cannot_be_stacked_fail_without_stalling(worker: InferenceThre
         np.testing.assert_array_equal((await batcher.submit(rows(5), ["y"], far()))["y"], rows(10))
 
     asyncio.run(main())
+
+
+def test_two_batches_run_at_once_with_two_inference_threads() -> None:
+    """max_concurrent=2 on a 2-thread worker: both batches are inside `run` together."""
+    both_inside = threading.Barrier(2, timeout=5)  # breaks (fails the batch) if serialised
+
+    def run(batch: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        both_inside.wait()
+        return {name: batch * 2 for name in outputs}
+
+    async def main(pool: InferenceThread) -> list[dict[str, np.ndarray]]:
+        batcher = Batcher(run, pool, max_batch_size=1, max_delay_s=0, max_queue=8, max_concurrent=2)
+        return await asyncio.gather(
+            batcher.submit(rows(1.0), ["y"], far()), batcher.submit(rows(2.0), ["y"], far())
+        )
+
+    pool = InferenceThread("test-inference", count=2)
+    try:
+        first, second = asyncio.run(main(pool))
+    finally:
+        pool.close()
+    np.testing.assert_array_equal(first["y"], rows(2.0))
+    np.testing.assert_array_equal(second["y"], rows(4.0))
+
+
+def test_one_batch_at_a_time_by_default(worker: InferenceThread) -> None:
+    """The default really serialises: two batches never meet inside `run`."""
+    both_inside = threading.Barrier(2, timeout=0.3)
+
+    def run(batch: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        both_inside.wait()
+        return {name: batch for name in outputs}
+
+    async def main() -> list:
+        batcher = Batcher(run, worker, max_batch_size=1, max_delay_s=0, max_queue=8)
+        return await asyncio.gather(
+            batcher.submit(rows(1.0), ["y"], far()),
+            batcher.submit(rows(2.0), ["y"], far()),
+            return_exceptions=True,
+        )
+
+    assert all(isinstance(r, BatchFailed) for r in asyncio.run(main()))
