@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from service.auth import require_api_key
 from service.batcher import InferenceThread
 from service.errors import install_error_handlers
+from service.fastpath import RawPredictFastPath
 from service.loader import StartupError, build_registry, warm_up
 from service.logging import configure_logging
 from service.metrics import Metrics
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tasks = set()
     app.state.filter_pngs = {}
     install_error_handlers(app)
+    app.add_middleware(RawPredictFastPath)  # added first: runs inside RequestMiddleware
     app.add_middleware(
         RequestMiddleware,
         metrics=app.state.metrics,

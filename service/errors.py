@@ -111,3 +111,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def exception_response(request: Request, exc: Exception) -> Response:
+    """The same rendering as the installed handlers, for code outside FastAPI's routing."""
+    if isinstance(exc, APIError):
+        return _api_error(request, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return _http_error(request, exc)
+    return _unexpected(request, exc)
