@@ -13,25 +13,16 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.http import InferenceServerClient
 
-from service.bundle import Bundle, FeatureMapSpec, InputSpec, Preprocessing
+from service.bundle import Bundle
 from service.oip.codec import decode_bytes_tensor, decompress, encode_bytes_tensor
 from service.oip.protocol import ProtocolError
 from service.oip.request import OutputRequest, parse_infer
-
-LABELS = [str(i) for i in range(10)]
+from tests.service.oip_support import toy_bundle
 
 
 @pytest.fixture(scope="module")
 def bundle() -> Bundle:
-    return Bundle(
-        name="digits",
-        version="1",
-        input=InputSpec(height=8, width=8, channels=1, color_mode="grayscale"),
-        preprocessing=Preprocessing(rescale=1 / 16),
-        classes=LABELS,
-        feature_maps=[FeatureMapSpec(name="conv2d", kind="Conv2D", shape=[6, 6, 4])],
-        sha256="0" * 64,
-    )
+    return toy_bundle()
 
 
 def _request(inputs, outputs=None, **kw) -> tuple[bytes, str | None]:
