@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import require_api_key
 from service.errors import exception_response
+from service.routes.inputs import is_raw_image, media_type_of
 from service.routes.predict import predict
 
 
@@ -31,8 +32,7 @@ PREDICT_ROUTE = _PredictRoute()
 def _raw_image_body(scope: Scope) -> bool:
     for key, value in scope["headers"]:
         if key == b"content-type":
-            media = value.partition(b";")[0].strip().lower()
-            return media.startswith(b"image/") or media == b"application/octet-stream"
+            return is_raw_image(media_type_of(value.decode("latin-1")))
     return False
 
 

@@ -30,10 +30,19 @@ def _too_many(count: int | str, limit: int) -> APIError:
     )
 
 
+def media_type_of(content_type: str) -> str:
+    """`image/PNG; x=y` -> `image/png`."""
+    return content_type.partition(";")[0].strip().lower()
+
+
+def is_raw_image(media_type: str) -> bool:
+    """A body that is one encoded image, read as it is (no parsing at all)."""
+    return media_type.startswith("image/") or media_type == "application/octet-stream"
+
+
 async def read_images(request: Request, max_images: int) -> Images:
-    content_type = request.headers.get("content-type", "")
-    media_type = content_type.partition(";")[0].strip().lower()
-    if media_type.startswith("image/") or media_type == "application/octet-stream":
+    media_type = media_type_of(request.headers.get("content-type", ""))
+    if is_raw_image(media_type):
         return [await request.body()], [None]
     if media_type == "multipart/form-data":
         return await _multipart(request, max_images)
