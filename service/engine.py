@@ -9,6 +9,7 @@ get CUDA refuses to start, and `auto` logs what it really got.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,7 @@ def _requested(options: EngineOptions) -> list[str | tuple[str, dict[str, str]]]
     return [CPU]
 
 
+@functools.cache  # once per process, not once per model version
 def _preload_cuda_libraries() -> None:
     """Load CUDA/cuDNN from the nvidia-* pip wheels (onnxruntime-gpu's `cuda`/`cudnn`
     extras, or PyTorch's) so a session finds them without LD_LIBRARY_PATH.
