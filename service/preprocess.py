@@ -104,11 +104,8 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageDecodeError("empty image: no bytes were sent")
     try:
         img = Image.open(io.BytesIO(data), formats=_open_formats())
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # beyond Pillow's own limit (the warning only when warnings are errors)
-        raise ImageTooLargeError(
-            f"image refused as a decompression bomb (the limit is {max_pixels} pixels): {exc}"
-        ) from exc
+    except _BOMB as exc:  # beyond Pillow's own limit (the warning only when warnings are errors)
+        raise _bomb_error(exc, max_pixels) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
             "cannot identify image file: not an image in a supported format "
@@ -129,13 +126,20 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
 def _decode(img: Image.Image, max_pixels: int) -> None:
     try:
         img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(
-            f"image refused as a decompression bomb (the limit is {max_pixels} pixels): {exc}"
-        ) from exc
+    except _BOMB as exc:
+        raise _bomb_error(exc, max_pixels) from exc
     except Exception as exc:
         fmt = img.format or "image"
         raise ImageDecodeError(f"cannot decode {fmt} data: {_describe(exc)}") from exc
+
+
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def _bomb_error(exc: BaseException, max_pixels: int) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"image refused as a decompression bomb (the limit is {max_pixels} pixels): {exc}"
+    )
 
 
 @functools.cache
