@@ -31,6 +31,7 @@ import httpx
 
 from benchmarks import gpu_measure, gpu_table, inprocess, loadgen, report, servers
 from service.bundle import read_bundle
+from service.engine import batch_buckets
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
@@ -263,6 +264,13 @@ def measure_direct(args, bundle_dir: Path, name: str, images, data, jpath) -> tu
     )  # fmt: skip
     on_device = [(r["batch"], r["images_per_s"]) for r in result["onnxruntime_device_input"]]
     report.log(f"[{name}] onnxruntime alone, input on the device, (batch, images/s): {on_device}")
+    save(jpath, data)
+    warmed = batch_buckets(max(args.batches))
+    cold = [n for n in (3, 5, 24, 100) if n < max(args.batches) and n not in warmed]
+    result["new_batch_size"] = gpu_measure.new_batch_size_cost(
+        bundle_dir, args.providers, payload, warmed, cold
+    )
+    report.log(f"[{name}] first run at a new batch size: {result['new_batch_size']}")
     save(jpath, data)
     result["options"] = []
     for r in gpu_measure.option_sweep(bundle_dir, args.providers, payload, max(args.batches),

@@ -139,15 +139,15 @@ def session(
 
 
 def direct_parity(bundle_dir: Path, provider: str, images: list[tuple[str, bytes]]) -> dict:
-    """onnxruntime on `provider` vs CPU on the same arrays; on CUDA as configured by default
-    and with TF32 explicitly allowed and forbidden (TF32 convolutions round to 10-bit mantissas)."""
+    """onnxruntime on `provider` vs CPU on the same arrays; on CUDA with the service's options
+    (TF32 off) and with TF32 allowed (onnxruntime's own default; 10-bit-mantissa convolutions)."""
     bundle = read_bundle(bundle_dir)
     cpu = inprocess.load_model(bundle_dir, provider="cpu")
     batch = np.stack([cpu.preprocess(d) for _, d in images])
     ref = cpu.run(batch)
     variants: dict[str, dict[str, str]] = {"default": {}}
     if provider == "cuda":
-        variants |= {"use_tf32=1": {"use_tf32": "1"}, "use_tf32=0": {"use_tf32": "0"}}
+        variants |= {"use_tf32=1": {"use_tf32": "1"}}  # the service's default is 0
     out: dict = {"classes": len(bundle.classes)}
     for label, opts in variants.items():
         try:
@@ -216,10 +216,10 @@ def ort_alone(
 
 
 def cuda_variants() -> dict[str, dict[str, str]]:
-    """CUDA EP options worth knowing about for a conv net, each against the benchmark default."""
+    """CUDA EP options worth knowing about for a conv net, each against the service's defaults."""
     return {
         "default": {},
-        "use_tf32=0": {"use_tf32": "0"},
+        "use_tf32=1": {"use_tf32": "1"},
         "cudnn_conv_algo_search=HEURISTIC": {"cudnn_conv_algo_search": "HEURISTIC"},
         "prefer_nhwc=1": {"prefer_nhwc": "1"},
         "cudnn_conv_use_max_workspace=0": {"cudnn_conv_use_max_workspace": "0"},
@@ -254,3 +254,40 @@ def option_sweep(
             "setup_s": round(time.perf_counter() - t0 - sum(times), 2),  # session + warm-up
         }
         del sess
+
+
+def new_batch_size_cost(
+    bundle_dir: Path, provider: str, payload: bytes, warmed: list[int], cold: list[int]
+) -> list[dict]:
+    """What the first run at a batch size nobody ran yet costs against later runs at it.
+
+    On CUDA with EXHAUSTIVE search cuDNN times every convolution algorithm once per
+    input shape; this is the latency spike that `pad_batches` (pad to the warmed-up
+    sizes) exists to keep away from traffic. The session first runs every `warmed`
+    size, as the server's warm-up does.
+    """
+    cpu = inprocess.load_model(bundle_dir, provider="cpu")
+    x1 = cpu.preprocess(payload)
+    del cpu
+    sess = session(bundle_dir, provider)
+    name = sess.get_inputs()[0].name
+
+    def batch(n: int) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(x1, (n, *x1.shape)))
+
+    for n in warmed:
+        sess.run([PROBABILITIES_OUTPUT], {name: batch(n)})
+    out = []
+    for n in cold:
+        x = batch(n)
+        t0 = time.perf_counter()
+        sess.run([PROBABILITIES_OUTPUT], {name: x})
+        first = time.perf_counter() - t0
+        again = _timed_runs(lambda x=x: sess.run([PROBABILITIES_OUTPUT], {name: x}), 0.3)
+        out.append({
+            "batch": n,
+            "first_run_ms": round(first * 1000, 3),
+            "p50_ms": round(again[len(again) // 2] * 1000, 3),
+            "ratio": round(first / again[len(again) // 2], 1),
+        })  # fmt: skip
+    return out

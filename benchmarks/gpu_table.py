@@ -29,6 +29,12 @@ def _model_section(name: str, m: dict) -> list[str]:
         headers = ["batch", "images/s", "p50 ms", "p99 ms", "on-device images/s", "on-device p50"]
         lines.append(table(headers, rows))
         lines.append("")
+    if m.get("new_batch_size"):
+        lines += ["first run at a batch size not run before, after warming 1, 2, 4, ... (what "
+                  "`pad_batches` keeps away from traffic):", ""]  # fmt: skip
+        rows = [[r["batch"], r["first_run_ms"], r["p50_ms"], r["ratio"]]
+                for r in m["new_batch_size"]]  # fmt: skip
+        lines += [table(["batch", "first run ms", "later p50 ms", "first / later"], rows), ""]
     if m.get("options"):
         lines += [
             "onnxruntime alone at the largest batch, by provider option (host arrays in):",

@@ -28,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.loadgen import summarize
+from service import engine
 from service.bundle import PROBABILITIES_OUTPUT, Bundle, read_bundle
 from service.preprocess import preprocess
 
@@ -61,13 +62,8 @@ def find_bundle(path: Path) -> Path | None:
 
 
 def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
-    """What the benchmarks ask of the CUDA EP (see benchmarks/README.md for why each)."""
-    return {
-        "device_id": str(device_id),
-        "cudnn_conv_algo_search": "EXHAUSTIVE",
-        "do_copy_in_default_stream": "1",
-        "arena_extend_strategy": "kNextPowerOfTwo",
-    }
+    """What the benchmarks ask of the CUDA EP: exactly what the server asks with its defaults."""
+    return engine.cuda_provider_options(engine.EngineOptions(cuda_device_id=device_id))
 
 
 def load_model(

@@ -17,7 +17,7 @@ from PIL import Image
 
 from service.batcher import Batcher, InferenceThread
 from service.bundle import BundleError
-from service.engine import Engine, EngineOptions
+from service.engine import Engine, EngineOptions, batch_buckets
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
 from service.preprocess import ImageError, preprocess
@@ -53,11 +53,21 @@ def build_registry(
         intra_op_spinning=settings.intra_op_spinning,
         cuda_device_id=settings.cuda_device_id,
         cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+        cuda_use_tf32=settings.cuda_use_tf32,
+        cuda_mem_limit_mb=settings.cuda_mem_limit_mb,
+        cuda_arena_extend_strategy=settings.cuda_arena_extend_strategy,
+        cuda_prefer_nhwc=settings.cuda_prefer_nhwc,
+        pad_batches=settings.pad_batches,
+        max_batch_size=settings.max_batch_size,
     )
     models: dict[str, dict[str, ServedModel]] = {}
     for name, refs in found.items():
         for ref in refs:
-            engine = Engine(ref.path / "model.onnx", options)  # EngineError propagates
+            engine = Engine(  # EngineError propagates
+                ref.path / "model.onnx",
+                options,
+                on_padding=metrics.padded_rows.labels(name, ref.version).inc,
+            )
             missing = {"probabilities", *(f.name for f in ref.bundle.feature_maps)} - set(
                 engine.output_names
             )
@@ -87,18 +97,14 @@ def build_registry(
             metrics.watch_model(name, ref.version, engine.provider, lambda b=batcher: b.queued_rows)
             models.setdefault(name, {})[ref.version] = model
             log.info(
-                "loaded %s version %s from %s on %s", name, ref.version, ref.path, engine.provider
+                "loaded %s version %s from %s on %s%s",
+                name,
+                ref.version,
+                ref.path,
+                engine.provider,
+                f", batches padded to {engine.padded_sizes}" if engine.padded_sizes else "",
             )
     return Registry(models, settings.default_model)
-
-
-def batch_buckets(max_batch_size: int) -> list[int]:
-    """1, 2, 4, ... up to and including max_batch_size."""
-    sizes, n = [], 1
-    while n < max_batch_size:
-        sizes.append(n)
-        n *= 2
-    return [*sizes, max_batch_size]
 
 
 def _sample_files() -> list[bytes]:

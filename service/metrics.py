@@ -60,6 +60,12 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.padded_rows = Counter(
+            "convserve_padded_rows",
+            "zero rows added to batches to reach a warmed-up batch size (pad_batches)",
+            ["model", "version"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "convserve_queue_depth",
             "images waiting for inference",

@@ -173,6 +173,7 @@ class ServedModel:
             "version": self.version,
             "versions": self.versions,
             "provider": self.provider,
+            "padded_batch_sizes": self.engine.padded_sizes,
             "classes": b.classes,
             "input": b.input.model_dump(),
             "preprocessing": b.preprocessing.model_dump(),

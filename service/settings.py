@@ -36,6 +36,22 @@ class Settings(BaseSettings):
     )
     cuda_device_id: int = Field(0, ge=0)
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
+    cuda_use_tf32: bool = Field(
+        False,
+        description="TF32 tensor-core convolutions on Ampere and later: faster, but they round "
+        "inputs to 10-bit mantissas; off keeps answers within 1e-4 of the CPU",
+    )
+    cuda_mem_limit_mb: int = Field(
+        0, ge=0, description="cap on each model version's CUDA memory arena; 0: no cap"
+    )
+    cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kNextPowerOfTwo"
+    cuda_prefer_nhwc: bool = Field(False, description="let the CUDA provider use NHWC kernels")
+    pad_batches: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="pad every batch with zero rows to the next of 1, 2, 4, ... max_batch_size "
+        "(all warmed up before ready), so cuDNN never searches algorithms for a new batch "
+        "size under traffic; auto: on when the model runs on CUDA",
+    )
 
     # dynamic batching
     max_batch_size: int = Field(32, ge=1)

@@ -41,9 +41,13 @@ def test_cpu_run_end_to_end(tmp_path: Path) -> None:
     assert points == {(1, 1), (1, 4), (4, 1), (4, 4)}
     assert all(r["errors_total"] == 0 and r["responses_total"] > 0 for r in digits["service"])
     assert [o["variant"] for o in digits["options"]] == ["default"]
+    # warmed 1, 2, 4 like the server; 3 is the one size below the largest batch not warmed
+    (cold,) = digits["new_batch_size"]
+    assert cold["batch"] == 3 and cold["first_run_ms"] > 0 and cold["p50_ms"] > 0
     assert [r["input"] for r in digits["onnxruntime_device_input"]] == ["device", "device"]
     markdown = (out / "gpu_check.md").read_text()
     assert markdown.startswith("# gpu_check (cpu): OK") and "through the service" in markdown
+    assert "first run at a batch size not run before" in markdown
     assert (out / "convserve.log").is_file() and (out / "metrics.txt").read_text()
     assert "onnxruntime" in (out / "environment.txt").read_text()
 

@@ -10,7 +10,13 @@ import numpy as np
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.serving import LiveServer, distinct_label_images, reference, settings
+from tests.service.serving import (
+    LiveServer,
+    distinct_label_images,
+    reference,
+    reference_session,
+    settings,
+)
 
 
 def _histogram(metrics_text: str, name: str) -> dict[str, float]:
@@ -92,3 +98,48 @@ def test_passed_deadline_answers_504() -> None:
         assert r.status_code == 504, r.text
         assert r.json()["error"]["code"] == "timeout"
         assert client.get("/healthz").status_code == 200
+
+
+def _counter(metrics_text: str, name: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        if family.name == name
+        for sample in family.samples
+        if sample.name == f"{name}_total"
+    )
+
+
+def test_padded_batches_answer_like_unpadded_and_are_counted() -> None:
+    """pad_batches=on (the CUDA default) on the CPU: same answers, padding in /metrics."""
+    images = [data for _, data in distinct_label_images(8)]
+    with LiveServer(settings(pad_batches="on", max_batch_size=8)) as live, live.client() as c:
+        assert c.get("/models/digits").json()["padded_batch_sizes"] == [1, 2, 4, 8]
+        for count in (3, 5, 8):  # one request at a time: one batch each, 3->4, 5->8, 8
+            files = [("file", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+            response = c.post("/predict?top_k=10", files=files[:count])
+            assert response.status_code == 200, response.text
+            got = np.zeros((count, 10), dtype=np.float32)
+            for row, prediction in zip(got, response.json()["predictions"], strict=True):
+                for entry in prediction["top_k"]:
+                    row[int(entry["label"])] = entry["probability"]
+            want = reference(images[:count])["probabilities"]
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        # feature maps of a padded batch: 3 rows -> 4, through the v2 tensor endpoint
+        batch = np.random.default_rng(3).random((3, 32, 32, 1), dtype=np.float32)
+        tensor = {"name": "image", "shape": list(batch.shape), "datatype": "FP32"}
+        body = {"inputs": [{**tensor, "data": batch.ravel().tolist()}]}
+        body["outputs"] = [{"name": "conv2d_1"}]
+        maps = c.post("/v2/models/digits/infer", json=body)
+        assert maps.status_code == 200, maps.text
+        (out,) = maps.json()["outputs"]
+        want = reference_session().run(["conv2d_1"], {"image": batch})[0]
+        assert out["shape"] == list(want.shape)
+        np.testing.assert_allclose(np.array(out["data"]).reshape(want.shape), want, atol=1e-5)
+        metrics = c.get("/metrics").text
+    assert _counter(metrics, "convserve_padded_rows") == 1 + 3 + 1
+    assert _histogram(metrics, "convserve_batch_size")["sum"] == 3 + 5 + 8 + 3  # real rows only
+
+
+def test_cpu_does_not_pad_by_default(client: httpx.Client) -> None:
+    assert client.get("/models/digits").json()["padded_batch_sizes"] == []

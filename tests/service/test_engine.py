@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.engine import CPU, CUDA, Engine, EngineError, EngineOptions
+from service.engine import CPU, CUDA, Engine, EngineError, EngineOptions, cuda_provider_options
 from tests.service.serving import DIGITS
 
 MODEL = DIGITS / "model.onnx"
@@ -53,3 +53,64 @@ def test_broken_model_file_is_an_engine_error(tmp_path) -> None:
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(EngineError, match="cannot load the model"):
         Engine(bad, EngineOptions(providers="cpu"))
+
+
+def _digit_batch(rows: int) -> np.ndarray:
+    return np.random.default_rng(rows).random((rows, 32, 32, 1), dtype=np.float32)
+
+
+def test_padding_runs_the_next_warmed_size_and_returns_only_the_real_rows() -> None:
+    padded: list[int] = []
+    engine = Engine(
+        MODEL,
+        EngineOptions(providers="cpu", pad_batches="on", max_batch_size=12),
+        on_padding=padded.append,
+    )
+    plain = Engine(MODEL, EngineOptions(providers="cpu", pad_batches="off"))
+    assert engine.padded_sizes == [1, 2, 4, 8, 12] and plain.padded_sizes == []
+    outputs = ["probabilities", "conv2d_1"]
+    for rows in (3, 8, 9, 13):
+        batch = _digit_batch(rows)
+        got, want = engine.run(batch, outputs), plain.run(batch, outputs)
+        for name in outputs:
+            assert got[name].shape == want[name].shape and len(got[name]) == rows
+            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-6)
+    # 3 -> 4 and 9 -> 12; 8 is a warmed size; 13 is over max_batch_size: runs as it is
+    assert padded == [1, 3]
+    assert [engine.padded_size(n) for n in (1, 3, 5, 12, 13)] == [1, 4, 8, 12, 13]
+
+
+def test_auto_pads_only_on_cuda() -> None:
+    engine = Engine(MODEL, EngineOptions(providers="auto", pad_batches="auto"))
+    assert engine.padded_sizes == ([] if engine.provider == CPU else [1, 2, 4, 8, 16, 32])
+
+
+def test_cuda_provider_options_follow_the_settings() -> None:
+    options = cuda_provider_options(EngineOptions(cuda_device_id=1, cuda_mem_limit_mb=512))
+    assert options["device_id"] == "1"
+    assert options["use_tf32"] == "0"  # TF32 would move answers past the 1e-4 contract
+    assert options["gpu_mem_limit"] == str(512 * 1024 * 1024)
+    assert "gpu_mem_limit" not in cuda_provider_options(EngineOptions())
+    tf32 = cuda_provider_options(EngineOptions(cuda_use_tf32=True, cuda_prefer_nhwc=True))
+    assert tf32["use_tf32"] == "1" and tf32["prefer_nhwc"] == "1"
+
+
+@pytest.mark.skipif(not _cuda_works(), reason="needs a working CUDA execution provider")
+def test_cuda_session_runs_with_the_configured_options() -> None:
+    options = EngineOptions(
+        providers="cuda", cudnn_conv_algo_search="HEURISTIC", cuda_mem_limit_mb=1024
+    )
+    engine = Engine(MODEL, options)
+    assert engine.provider == CUDA and engine.padded_sizes == [1, 2, 4, 8, 16, 32]
+    active = engine.session.get_provider_options()[CUDA]
+    wanted = cuda_provider_options(options)
+    for key in ("device_id", "cudnn_conv_algo_search", "use_tf32", "gpu_mem_limit"):
+        assert active[key] == wanted[key], key
+    cpu = Engine(MODEL, EngineOptions(providers="cpu"))
+    batch = _digit_batch(5)
+    np.testing.assert_allclose(
+        engine.run(batch, ["probabilities"])["probabilities"],
+        cpu.run(batch, ["probabilities"])["probabilities"],
+        rtol=0,
+        atol=1e-4,
+    )
