@@ -4,14 +4,19 @@ Every flag mirrors a `Settings` field (`--max-batch-size` is
 `CONVSERVE_MAX_BATCH_SIZE`); pydantic-settings builds the parser. With
 `--workers` > 1 uvicorn needs an import string, so the parsed settings are
 handed to the worker processes through the environment and each builds its
-app with the `service.app:create_app` factory.
+app with the `service.app:create_app` factory; the workers then share their
+metrics through PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory unless
+it is set), so `/metrics` counts every worker's requests.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import uvicorn
 from pydantic import ValidationError
@@ -40,6 +45,24 @@ def _export(settings: Settings) -> None:
         os.environ[f"CONVSERVE_{name.upper()}"] = str(value)
 
 
+@contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """PROMETHEUS_MULTIPROC_DIR for the worker processes: the caller's, or a fresh one.
+
+    Set before any worker imports prometheus_client, which reads it at import.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="convserve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = parse(argv)
@@ -64,8 +87,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         uvicorn.run(create_app(settings), **common)
     else:
+        from service.logging import configure_logging
+
+        configure_logging(settings.log_format, settings.log_level)  # uvicorn's own lines too
         _export(settings)
-        uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
+        with _shared_metrics_dir():
+            uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from service.auth import require_api_key
-from service.batcher import InferenceThread
 from service.errors import install_error_handlers
 from service.fastpath import RawPredictFastPath
+from service.inference_thread import InferenceThread
 from service.loader import StartupError, build_registry, warm_up
 from service.logging import configure_logging
-from service.metrics import Metrics
+from service.metrics import Metrics, process_stopped
 from service.middleware import RequestMiddleware
 from service.routes import featuremaps, health, models, predict
 from service.settings import Settings
@@ -131,6 +131,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await model.batcher.drain()
         worker.close()
         pool.shutdown(wait=True)
+        process_stopped()
         log.info("stopped")
 
 

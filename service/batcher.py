@@ -10,8 +10,9 @@ once, so batching costs no latency when there is nothing to batch.
 
 An item larger than `max_batch_size` is split into chunks and reassembled in
 order. A failing batch fails only its own items. All inference runs in the
-`InferenceThread` (by default ONE thread; `max_concurrent` batches may run at
-once when it has more, like Triton's instance count), never on the event loop;
+`InferenceThread` (service/inference_thread.py; by default ONE thread;
+`max_concurrent` batches may run at once when it has more, like Triton's
+instance count), never on the event loop;
 everything else here runs on the event loop and needs no locks.
 """
 
@@ -19,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,6 +27,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from service.inference_thread import InferenceThread
 
 log = logging.getLogger("convserve.batcher")
 
@@ -52,48 +53,7 @@ class BatchObserver:
 
     on_batch: Callable[[int, float], None] = lambda size, seconds: None
     on_queue_wait: Callable[[float], None] = lambda seconds: None
-
-
-class InferenceThread:
-    """The thread(s) that run every batch, so the event loop never does.
-
-    One by default. More (`count`) let compute-bound models run several batches
-    at once, each with fewer onnxruntime intra-op threads: on 2 cores two callers
-    with one intra-op thread each beat one caller with two by ~15 % for a
-    0.85-GMAC CNN, as onnxruntime's per-operator fork/join costs more than it gains.
-    """
-
-    def __init__(self, name: str = "convserve-inference", count: int = 1) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.count = count
-        self._threads = [
-            threading.Thread(
-                target=self._loop, name=name if count == 1 else f"{name}-{i}", daemon=True
-            )
-            for i in range(count)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, args = job
-            try:
-                fn(*args)
-            except BaseException:  # a job must never kill the thread
-                log.exception("inference job crashed")
-
-    def submit(self, fn: Callable[..., None], *args: object) -> None:
-        self._jobs.put((fn, args))
-
-    def close(self, timeout: float = 5.0) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-        for thread in self._threads:
-            thread.join(timeout)
+    on_queue_depth: Callable[[int], None] = lambda rows: None
 
 
 @dataclass(eq=False)
@@ -178,7 +138,7 @@ class Batcher:
         item = _Item(array, outputs, loop.create_future(), time.monotonic())
         item.timer = loop.call_at(loop.time() + (deadline - item.enqueued), self._expire, item)
         self._pending.append(item)
-        self.queued_rows += len(array)
+        self._queued(len(array))
         self._maybe_dispatch()
         return item.future
 
@@ -187,10 +147,14 @@ class Batcher:
             return
         if item.pending:  # still queued: free its place now, skip it at dispatch
             item.pending = False
-            self.queued_rows -= len(item.array)
+            self._queued(-len(item.array))
         item.future.set_exception(
             DeadlineExceeded("the request's deadline passed while waiting for inference")
         )
+
+    def _queued(self, rows: int) -> None:
+        self.queued_rows += rows
+        self._observer.on_queue_depth(self.queued_rows)
 
     # ---- dispatch -------------------------------------------------------
     @property
@@ -221,7 +185,7 @@ class Batcher:
         item = self._pending.popleft()
         if item.pending:  # cancelled by its caller (e.g. client went away)
             item.pending = False
-            self.queued_rows -= len(item.array)
+            self._queued(-len(item.array))
         if item.timer is not None:
             item.timer.cancel()
 
@@ -246,7 +210,7 @@ class Batcher:
             self._observer.on_queue_wait(now - item.enqueued)
         if not items:
             return
-        self.queued_rows -= rows
+        self._queued(-rows)
         outputs = list(dict.fromkeys(name for item in items for name in item.outputs))
         try:
             batch = items[0].array if len(items) == 1 else np.concatenate([i.array for i in items])

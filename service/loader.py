@@ -15,9 +15,10 @@ from contextlib import suppress
 import numpy as np
 from PIL import Image
 
-from service.batcher import Batcher, InferenceThread
+from service.batcher import Batcher
 from service.bundle import BundleError
 from service.engine import Engine, EngineOptions, batch_buckets
+from service.inference_thread import InferenceThread
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
 from service.preprocess import ImageError, preprocess
@@ -94,7 +95,7 @@ def build_registry(
                 request_timeout_s=settings.request_timeout_s,
                 inline_max_pixels=settings.inline_decode_max_pixels,
             )
-            metrics.watch_model(name, ref.version, engine.provider, lambda b=batcher: b.queued_rows)
+            metrics.watch_model(name, ref.version, engine.provider)
             models.setdefault(name, {})[ref.version] = model
             log.info(
                 "loaded %s version %s from %s on %s%s",

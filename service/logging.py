@@ -20,6 +20,7 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker, with --workers > 1
         }
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):

@@ -1,10 +1,25 @@
-"""Prometheus metrics, one CollectorRegistry per app (tests run several apps)."""
+"""Prometheus metrics, one CollectorRegistry per app (tests run several apps).
+
+With `workers` > 1 every worker process is its own server, and a scrape lands
+on one of them; so `python -m service` then runs prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set before the workers start):
+each process writes its values to files there and `/metrics` adds up all of
+them, whichever worker answers. Gauges say how they combine across workers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 
 from service.batcher import BatchObserver
 
@@ -71,18 +86,26 @@ class Metrics:
             "images waiting for inference",
             ["model", "version"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.provider = Gauge(
             "convserve_model_provider",
             "1 for the execution provider each model actually runs on",
             ["model", "version", "provider"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.ready = Gauge(
-            "convserve_ready", "1 when every model is loaded and warmed up", registry=r
+            "convserve_ready",
+            "1 when every model is loaded and warmed up (in every worker process)",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.in_flight = Gauge(
-            "convserve_requests_in_flight", "HTTP requests being served", registry=r
+            "convserve_requests_in_flight",
+            "HTTP requests being served",
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
     def observer(self, model: str, version: str) -> BatchObserver:
@@ -91,16 +114,36 @@ class Metrics:
         seconds = self.inference.labels(model, version)
         images = self.images.labels(model, version)
         wait = self.queue_wait.labels(model, version)
+        depth = self.queue_depth.labels(model, version)
 
         def on_batch(rows: int, elapsed: float) -> None:
             size.observe(rows)
             seconds.observe(elapsed)
             images.inc(rows)
 
-        return BatchObserver(on_batch=on_batch, on_queue_wait=wait.observe)
+        return BatchObserver(
+            on_batch=on_batch, on_queue_wait=wait.observe, on_queue_depth=depth.set
+        )
 
-    def watch_model(
-        self, model: str, version: str, provider: str, depth: Callable[[], float]
-    ) -> None:
-        self.queue_depth.labels(model, version).set_function(depth)
+    def watch_model(self, model: str, version: str, provider: str) -> None:
+        self.queue_depth.labels(model, version).set(0)
         self.provider.labels(model, version, provider).set(1)
+
+    def render(self) -> bytes:
+        """The text exposition: this process's registry, or every worker's in multiprocess mode."""
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)
+        return generate_latest(combined)
+
+
+def multiprocess_dir() -> str | None:
+    """Where worker processes keep their metric files, when there are several."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def process_stopped() -> None:
+    """Drop this process's live gauges (in flight, queue depth, ready) from the sums."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(os.getpid())

@@ -18,9 +18,9 @@ from service.batcher import (
     BatchFailed,
     BatchObserver,
     DeadlineExceeded,
-    InferenceThread,
     QueueFull,
 )
+from service.inference_thread import InferenceThread
 
 
 class Model:
@@ -277,3 +277,26 @@ def test_one_batch_at_a_time_by_default(worker: InferenceThread) -> None:
         )
 
     assert all(isinstance(r, BatchFailed) for r in asyncio.run(main()))
+
+
+def test_queue_depth_is_reported_on_every_change(worker: InferenceThread) -> None:
+    model = Model()
+    depths: list[int] = []
+
+    async def main() -> None:
+        observer = BatchObserver(on_queue_depth=depths.append)
+        batcher = Batcher(
+            model, worker, max_batch_size=4, max_delay_s=0.0, max_queue=10, observer=observer
+        )
+        busy = await _hold_busy(batcher, model)  # queued 1, dispatched at once: 1, 0
+        waiting = [
+            asyncio.ensure_future(batcher.submit(rows(1, 2), ["y"], far())),
+            asyncio.ensure_future(batcher.submit(rows(3), ["y"], far())),
+        ]
+        await asyncio.sleep(0.01)
+        assert batcher.queued_rows == 3
+        model.gate.set()
+        await asyncio.wait_for(asyncio.gather(busy, *waiting), 10)
+
+    asyncio.run(main())
+    assert depths == [1, 0, 2, 3, 0]
