@@ -16,7 +16,8 @@
 #   call 5: bash benchmarks/gpu_bootstrap.sh receive 5 && bash benchmarks/gpu_bootstrap.sh check
 #           carry [".gpu/p5", "benchmarks/.cache/models/heavy"]
 # `check` installs the wheel, prints the providers onnxruntime offers and runs
-#   gpu_check.sh --out $OUT --heavy benchmarks/.cache/models/heavy (time-boxed by CHECK_S).
+#   gpu_check.sh --out $OUT --heavy benchmarks/.cache/models/heavy --duration 1.5
+#   --workers 1,4 (later flags override; time-boxed by CHECK_S, default 300 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,7 +94,7 @@ check() {
   install
   PYTHONPATH="$SITE:$PWD" PYTHON=python3 timeout "${CHECK_S:-300}" \
     bash benchmarks/gpu_check.sh --out "${OUT:?set OUT}" \
-    --heavy benchmarks/.cache/models/heavy "$@"
+    --heavy benchmarks/.cache/models/heavy --duration 1.5 --workers 1,4 "$@"
 }
 
 case "${1:-}" in

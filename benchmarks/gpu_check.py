@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -58,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", default="1,8,32,128", help="batch sizes = images per request")
     p.add_argument("--concurrency", default="1,32,128")
     p.add_argument(
+        "--workers",
+        default="1",
+        help="uvicorn worker counts to serve with, e.g. 1,4: the first gets every point, "
+        "the others the points with concurrency > 1 (where decoding can outrun one process)",
+    )
+    p.add_argument(
         "--max-inflight", type=int, default=4096, help="skip points with more images in flight"
     )
     p.add_argument("--duration", type=float, default=2.0, help="seconds measured per point")
@@ -77,6 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.batches = [int(x) for x in args.batches.split(",") if x]
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x]
+    args.workers = [int(x) for x in args.workers.split(",") if x] or [1]
     if args.heavy is not None:
         args.heavy = inprocess.find_bundle(args.heavy) or p.error(
             f"--heavy {args.heavy}: no bundle.json"
@@ -113,8 +122,25 @@ def check_providers(base_url: str, names: list[str], expected: str) -> dict:
     return {"expected": expected, "reported": seen, "ok": ok}
 
 
-def service_points(args: argparse.Namespace) -> list[tuple[int, int]]:
-    return [(k, c) for k in args.batches for c in args.concurrency if k * c <= args.max_inflight]
+def service_points(args: argparse.Namespace, first: bool = True) -> list[tuple[int, int]]:
+    """(images per request, concurrency); concurrency 1 only in the first workers pass."""
+    return [
+        (k, c)
+        for k in args.batches
+        for c in args.concurrency
+        if k * c <= args.max_inflight and (first or c > 1)
+    ]
+
+
+def wait_all_workers_ready(base_url: str, timeout: float = 300.0) -> None:
+    """/readyz answers from one worker; convserve_ready is the minimum over all of them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{base_url}/metrics", timeout=10).text
+        if re.search(r"^convserve_ready 1(\.0)?$", text, re.MULTILINE):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"not every worker was ready after {timeout:.0f} s")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -124,7 +150,8 @@ def run(args: argparse.Namespace) -> dict:
     bundles = [args.digits] + ([args.heavy] if args.heavy else [])
     points = service_points(args)
     per_point = args.duration + args.warmup + 1.0
-    estimate = len(bundles) * (len(points) + len(args.batches)) * per_point
+    more = len(service_points(args, first=False)) * (len(args.workers) - 1)
+    estimate = len(bundles) * (len(points) + more + len(args.batches)) * per_point
     report.log(
         f"gpu_check: providers={args.providers}, models {[str(b) for b in bundles]}, "
         f"{len(points)} service points per model, about {estimate:.0f} s of measuring"
@@ -155,21 +182,32 @@ def run(args: argparse.Namespace) -> dict:
     try:
         with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
             root = model_root(bundles, Path(tmp) / "models")
-            report.log("starting convserve (loads and warms up every model)...")
-            with servers.convserve(root, names[0], logdir=out, env=env, timeout=150) as server:
-                expected = EXPECTED[args.providers]
-                data["checks"]["provider"] = check_providers(server.url, names, expected)
-                report.log(f"provider check: {data['checks']['provider']}")
-                save(jpath, data)
-                for bundle_dir, name in zip(bundles, names, strict=True):
-                    try:  # one model's failure must not cost the other its numbers
-                        measure_model(args, server, bundle_dir, name, images, data, jpath)
-                    except Terminated:
-                        raise
-                    except Exception as exc:
-                        data["models"][name]["error"] = f"{type(exc).__name__}: {exc}"[:4000]
-                        report.log(f"[{name}] failed: {data['models'][name]['error']}")
-                (out / "metrics.txt").write_text(httpx.get(f"{server.url}/metrics").text)
+            for workers in args.workers:
+                first = workers == args.workers[0]
+                report.log(f"starting convserve with {workers} worker(s) (loads, warms up)...")
+                wenv = {**env, "CONVSERVE_WORKERS": str(workers)}
+                logdir = out if first else out / f"workers-{workers}"
+                logdir.mkdir(exist_ok=True)
+                with servers.convserve(root, names[0], logdir=logdir, env=wenv, timeout=300) as srv:
+                    wait_all_workers_ready(srv.url)
+                    expected = EXPECTED[args.providers]
+                    check = check_providers(srv.url, names, expected)
+                    if first or not check["ok"]:
+                        data["checks"]["provider"] = check
+                    report.log(f"provider check ({workers} workers): {check}")
+                    save(jpath, data)
+                    for bundle_dir, name in zip(bundles, names, strict=True):
+                        try:  # one model's failure must not cost the other its numbers
+                            measure_model(
+                                args, srv, bundle_dir, name, images, data, jpath, workers, first
+                            )
+                        except Terminated:
+                            raise
+                        except Exception as exc:
+                            data["models"][name]["error"] = f"{type(exc).__name__}: {exc}"[:4000]
+                            report.log(f"[{name}] failed: {data['models'][name]['error']}")
+                    text = httpx.get(f"{srv.url}/metrics").text
+                    (logdir / "metrics.txt").write_text(text)
     except Exception as exc:  # the service part failed (any way): say so, and
         data["error"] = f"{type(exc).__name__}: {exc}"[:8000]  # still time onnxruntime alone
         report.log(f"gpu_check: the service part failed: {data['error']}")
@@ -201,22 +239,25 @@ def finish(data: dict, out: Path) -> None:
 
 
 def measure_model(
-    args, server: servers.Server, bundle_dir: Path, name, images, data, jpath
+    args, server: servers.Server, bundle_dir: Path, name, images, data, jpath, workers, first
 ) -> None:
-    """Answers through the service vs CPU, onnxruntime alone, then every service point."""
+    """First pass: answers through the service vs CPU, onnxruntime alone, every service
+    point; later passes (more workers): the service points with concurrency > 1."""
     base_url, server_pid = server.url, server.process.pid
     result = data["models"][name]
     bundle = read_bundle(bundle_dir)
-    ref = gpu_measure.cpu_reference(bundle_dir, images)
-    answers = gpu_measure.service_probabilities(base_url, name, bundle.classes, images)
-    parity = gpu_measure.compare(bundle.classes, ref, answers)
-    parity["ok"] = parity["max_abs_diff"] <= args.tolerance and not parity["label_mismatches"]
-    result.setdefault("parity", {})["service_vs_cpu"] = parity
-    report.log(f"[{name}] service vs CPU: {parity}")
-    payload, ctype = measure_direct(args, bundle_dir, name, images, data, jpath)
+    if first:
+        ref = gpu_measure.cpu_reference(bundle_dir, images)
+        answers = gpu_measure.service_probabilities(base_url, name, bundle.classes, images)
+        parity = gpu_measure.compare(bundle.classes, ref, answers)
+        parity["ok"] = parity["max_abs_diff"] <= args.tolerance and not parity["label_mismatches"]
+        result.setdefault("parity", {})["service_vs_cpu"] = parity
+        report.log(f"[{name}] service vs CPU: {parity}")
+        result["service"] = []
+        measure_direct(args, bundle_dir, name, images, data, jpath)
+    payload, ctype = gpu_measure.native_payload(bundle)
     url = f"{base_url}/predict?model={name}"
-    result["service"] = []
-    for k, c in service_points(args):
+    for k, c in service_points(args, first):
         if k == 1:
             body, body_type = payload, ctype
         else:
@@ -230,9 +271,11 @@ def measure_model(
             ),
             server_pid,
         )  # fmt: skip
+        r["workers"] = workers
         result["service"].append(r)
         report.log(
-            f"[{name}] service {k} images/request, c={c}: {r['images_per_s']:.1f} images/s, "
+            f"[{name}] service, {workers} worker(s), {k} images/request, c={c}: "
+            f"{r['images_per_s']:.1f} images/s, "
             f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}, "
             f"server {r['server_cores']} cores"
         )

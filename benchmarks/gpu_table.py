@@ -49,6 +49,7 @@ def _model_section(name: str, m: dict) -> list[str]:
         ratio = r["images_per_s"] / ref["images_per_s"] if ref and ref["images_per_s"] else None
         rows.append(
             [
+                r.get("workers", 1),
                 r["images_per_request"],
                 r["concurrency"],
                 r["requests_per_s"],
@@ -66,6 +67,7 @@ def _model_section(name: str, m: dict) -> list[str]:
         lines.append(
             table(
                 [
+                    "workers",
                     "images/req",
                     "conc",
                     "req/s",
@@ -108,7 +110,8 @@ def _targets(m: dict, ort_rows: list[dict]) -> list[str]:
         gain = best_single["images_per_s"] / single["images_per_s"]
         out.append(
             f"- dynamic batching, single-image requests: {gain:.1f}x the concurrency-1 throughput "
-            f"(c={best_single['concurrency']}; target >= 5x for the heavy CNN)"
+            f"(c={best_single['concurrency']}, {best_single.get('workers', 1)} worker(s); "
+            "target >= 5x for the heavy CNN)"
         )
     if single and ort1 and single["p50_ms"] is not None:
         out.append(

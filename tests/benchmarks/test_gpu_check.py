@@ -18,16 +18,27 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import gpu_check, gpu_measure
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _images_total(metrics_text: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == "convserve_images_total"
+    )
+
+
 def test_cpu_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = dict(os.environ, PYTHON=sys.executable)
     cmd = ["bash", "benchmarks/gpu_check.sh", "--providers", "cpu", "--quick", "--out", str(out)]
+    cmd += ["--workers", "1,2"]  # a second pass with two worker processes
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads((out / "gpu_check.json").read_text())
@@ -37,8 +48,8 @@ def test_cpu_run_end_to_end(tmp_path: Path) -> None:
     parity = digits["parity"]["service_vs_cpu"]
     assert parity["ok"] and parity["images"] >= 8 and parity["max_abs_diff"] <= 1e-4
     assert [r["batch"] for r in digits["onnxruntime"]] == [1, 4]
-    points = {(r["images_per_request"], r["concurrency"]) for r in digits["service"]}
-    assert points == {(1, 1), (1, 4), (4, 1), (4, 4)}
+    points = {(r["workers"], r["images_per_request"], r["concurrency"]) for r in digits["service"]}
+    assert points == {(1, 1, 1), (1, 1, 4), (1, 4, 1), (1, 4, 4), (2, 1, 4), (2, 4, 4)}
     assert all(r["errors_total"] == 0 and r["responses_total"] > 0 for r in digits["service"])
     assert [o["variant"] for o in digits["options"]] == ["default"]
     # warmed 1, 2, 4 like the server; 3 is the one size below the largest batch not warmed
@@ -49,6 +60,11 @@ def test_cpu_run_end_to_end(tmp_path: Path) -> None:
     assert markdown.startswith("# gpu_check (cpu): OK") and "through the service" in markdown
     assert "first run at a batch size not run before" in markdown
     assert (out / "convserve.log").is_file() and (out / "metrics.txt").read_text()
+    # the two-worker server's /metrics covers both processes: its images add up
+    two = (out / "workers-2" / "metrics.txt").read_text()
+    two_workers = [r for r in digits["service"] if r["workers"] == 2]
+    served = sum(r["responses_total"] * r["images_per_request"] for r in two_workers)
+    assert _images_total(two) >= served
     assert "onnxruntime" in (out / "environment.txt").read_text()
 
 
