@@ -13,12 +13,19 @@ _OK = b'{"status":"ok"}'
 _READY = b'{"status":"ready"}'
 
 
-@router.get("/healthz", summary="Liveness: the process and its event loop answer")
+# HEAD too: load balancers and uptime checkers often probe with it
+@router.api_route(
+    "/healthz", methods=["GET", "HEAD"], summary="Liveness: the process and its event loop answer"
+)
 async def healthz() -> Response:
     return Response(_OK, media_type="application/json")
 
 
-@router.get("/readyz", summary="Readiness: models loaded and warmed up, not draining")
+@router.api_route(
+    "/readyz",
+    methods=["GET", "HEAD"],
+    summary="Readiness: models loaded and warmed up, not draining",
+)
 async def readyz(request: Request) -> Response:
     state = request.app.state
     if state.draining:

@@ -62,12 +62,16 @@ async def metadata() -> dict:
     return server_metadata()
 
 
-@router.get("/health/live", summary="Liveness")
+@router.api_route("/health/live", methods=["GET", "HEAD"], summary="Liveness")
 async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Readiness: models loaded and warm, not draining")
+@router.api_route(
+    "/health/ready",
+    methods=["GET", "HEAD"],
+    summary="Readiness: models loaded and warm, not draining",
+)
 async def ready(request: Request) -> JSONResponse:
     is_ready = _server_ready(request)
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)

@@ -43,6 +43,13 @@ def test_probes_and_request_id(client: httpx.Client) -> None:
     assert len(generated) == 32 and int(generated, 16) >= 0
 
 
+def test_probes_answer_head_too(client: httpx.Client) -> None:
+    for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"):
+        r = client.head(path)
+        assert r.status_code == 200, path
+        assert r.content == b""
+
+
 def test_metrics_exposition(client: httpx.Client) -> None:
     _, data = distinct_label_images(1)[0]
     client.post("/predict", content=data, headers={"Content-Type": "image/png"})
