@@ -33,7 +33,7 @@ PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
            --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
            --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64)
 ACC=.gpuacc       # on the GPU machine: parts and the installed site-packages
-SITE=$ACC/site
+SITE=$PWD/$ACC/site  # absolute: servers and load generators run as subprocesses
 
 download() {  # pip download for CPython 3.12 on x86-64 Linux, whatever this machine is
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
