@@ -9,11 +9,13 @@ has waited less than `max_delay_s`: with nothing else coming, a request runs at
 once, so batching costs no latency when there is nothing to batch.
 
 An item larger than `max_batch_size` is split into chunks and reassembled in
-order. A failing batch fails only its own items. All inference runs in the
-`InferenceThread` (service/inference_thread.py; by default ONE thread;
-`max_concurrent` batches may run at once when it has more, like Triton's
-instance count), never on the event loop;
-everything else here runs on the event loop and needs no locks.
+order. A failing batch fails only its own items. `pad_to` may round a batch
+up with zero rows (to sizes the model has already run; their outputs are
+dropped). Assembling the batch and all inference run in the `InferenceThread`
+(service/inference_thread.py; by default ONE thread; `max_concurrent`
+batches may run at once when it has more, like Triton's instance count),
+never on the event loop; everything else here runs on the event loop and
+needs no locks.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class BatchObserver:
     on_batch: Callable[[int, float], None] = lambda size, seconds: None
     on_queue_wait: Callable[[float], None] = lambda seconds: None
     on_queue_depth: Callable[[int], None] = lambda rows: None
+    on_padding: Callable[[int], None] = lambda rows: None
 
 
 @dataclass(eq=False)
@@ -79,8 +82,10 @@ class Batcher:
         max_queue: int,
         max_concurrent: int = 1,
         observer: BatchObserver | None = None,
+        pad_to: Callable[[int], int] = lambda rows: rows,
     ) -> None:
         self._run = run
+        self._pad_to = pad_to  # batch size to run `rows` rows at (e.g. a warmed-up size)
         self._worker = worker
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
@@ -212,33 +217,42 @@ class Batcher:
             return
         self._queued(-rows)
         outputs = list(dict.fromkeys(name for item in items for name in item.outputs))
-        try:
-            batch = items[0].array if len(items) == 1 else np.concatenate([i.array for i in items])
-        except ValueError as exc:  # rows of different shapes: fail these, keep serving
-            self._finish(items, None, exc, rows, 0.0)
-            return
         self._running += 1
-        self._worker.submit(self._execute, self._loop, batch, outputs, items)
+        self._worker.submit(self._execute, self._loop, items, rows, outputs)
+
+    def _assemble(self, items: list[_Item], rows: int) -> np.ndarray:
+        """The items' rows in order, plus zero rows up to `pad_to(rows)`: one copy at most.
+
+        Done in the inference thread, not on the event loop: a batch of large
+        images is tens of megabytes to copy.
+        """
+        size = self._pad_to(rows)
+        if len(items) == 1 and size == rows:
+            return items[0].array
+        first = items[0].array
+        batch = np.empty((size, *first.shape[1:]), dtype=first.dtype)
+        np.concatenate([item.array for item in items], out=batch[:rows])  # ValueError: shapes
+        batch[rows:] = 0
+        return batch
 
     def _execute(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: np.ndarray,
-        outputs: list[str],
-        items: list[_Item],
+        self, loop: asyncio.AbstractEventLoop, items: list[_Item], rows: int, outputs: list[str]
     ) -> None:
         """Runs in the inference thread; hands the results back to the loop."""
         start = time.perf_counter()
+        padding = 0
         try:
+            batch = self._assemble(items, rows)
+            padding = len(batch) - rows
             result, error = self._run(batch, outputs), None
             for name, value in result.items():
                 if len(value) != len(batch):
                     raise RuntimeError(f"output {name!r} has {len(value)} rows for {len(batch)}")
-        except Exception as exc:
+        except Exception as exc:  # also rows of different shapes: fail these, keep serving
             result, error = None, exc
         elapsed = time.perf_counter() - start
         with suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
-            loop.call_soon_threadsafe(self._finish, items, result, error, len(batch), elapsed)
+            loop.call_soon_threadsafe(self._finish, items, result, error, rows, padding, elapsed)
 
     def _finish(
         self,
@@ -246,10 +260,13 @@ class Batcher:
         result: dict[str, np.ndarray] | None,
         error: Exception | None,
         rows: int,
+        padding: int,
         elapsed: float,
     ) -> None:
         self._running -= 1
         self._observer.on_batch(rows, elapsed)
+        if padding:
+            self._observer.on_padding(padding)
         offset = 0
         for item in items:
             n = len(item.array)

@@ -9,15 +9,15 @@ get CUDA refuses to start, and `auto` logs what it really got.
 Batch padding: cuDNN picks (with EXHAUSTIVE, by timing every algorithm) and
 caches a convolution algorithm per input shape, so every new batch size costs
 a search on the first request that has it. With padding on (by default on CUDA
-only) every batch is padded with zero rows up to the next of 1, 2, 4, ...,
-max_batch_size, the sizes the loader warms up before the server is ready.
+only) `padded_size` rounds every batch up to the next of 1, 2, 4, ...,
+max_batch_size, the sizes the loader warms up before the server is ready; the
+batcher adds the zero rows.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -126,15 +126,8 @@ def _preload_cuda_libraries() -> None:
 class Engine:
     """One onnxruntime InferenceSession; `run` is called from a single thread."""
 
-    def __init__(
-        self,
-        model_path: Path,
-        options: EngineOptions,
-        *,
-        on_padding: Callable[[int], None] = lambda rows: None,
-    ) -> None:
+    def __init__(self, model_path: Path, options: EngineOptions) -> None:
         self.path = Path(model_path)
-        self._on_padding = on_padding
         requested = _requested(options)
         try:
             self.session = self._create(options, requested)
@@ -188,14 +181,6 @@ class Engine:
         return next((size for size in self.padded_sizes if size >= rows), rows)
 
     def run(self, batch: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
-        """One onnxruntime call on an N x H x W x C float32 batch; N rows out per output."""
-        rows = len(batch)
-        size = self.padded_size(rows)
-        if size == rows:
-            values = self.session.run(outputs, {self.input_name: batch})
-            return dict(zip(outputs, values, strict=True))
-        padded = np.zeros((size, *batch.shape[1:]), dtype=batch.dtype)
-        padded[:rows] = batch
-        values = self.session.run(outputs, {self.input_name: padded})
-        self._on_padding(size - rows)
-        return {name: value[:rows] for name, value in zip(outputs, values, strict=True)}
+        """One onnxruntime call on an N x H x W x C float32 batch."""
+        values = self.session.run(outputs, {self.input_name: batch})
+        return dict(zip(outputs, values, strict=True))

@@ -64,11 +64,7 @@ def build_registry(
     models: dict[str, dict[str, ServedModel]] = {}
     for name, refs in found.items():
         for ref in refs:
-            engine = Engine(  # EngineError propagates
-                ref.path / "model.onnx",
-                options,
-                on_padding=metrics.padded_rows.labels(name, ref.version).inc,
-            )
+            engine = Engine(ref.path / "model.onnx", options)  # EngineError propagates
             missing = {"probabilities", *(f.name for f in ref.bundle.feature_maps)} - set(
                 engine.output_names
             )
@@ -82,6 +78,7 @@ def build_registry(
                 max_queue=settings.max_queue,
                 max_concurrent=settings.inference_threads,
                 observer=metrics.observer(name, ref.version),
+                pad_to=engine.padded_size,
             )
             model = ServedModel(
                 name,

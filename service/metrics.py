@@ -115,6 +115,7 @@ class Metrics:
         images = self.images.labels(model, version)
         wait = self.queue_wait.labels(model, version)
         depth = self.queue_depth.labels(model, version)
+        padded = self.padded_rows.labels(model, version)
 
         def on_batch(rows: int, elapsed: float) -> None:
             size.observe(rows)
@@ -122,7 +123,10 @@ class Metrics:
             images.inc(rows)
 
         return BatchObserver(
-            on_batch=on_batch, on_queue_wait=wait.observe, on_queue_depth=depth.set
+            on_batch=on_batch,
+            on_queue_wait=wait.observe,
+            on_queue_depth=depth.set,
+            on_padding=padded.inc,
         )
 
     def watch_model(self, model: str, version: str, provider: str) -> None:

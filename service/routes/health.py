@@ -13,19 +13,15 @@ _OK = b'{"status":"ok"}'
 _READY = b'{"status":"ready"}'
 
 
-# HEAD too: load balancers and uptime checkers often probe with it
-@router.api_route(
-    "/healthz", methods=["GET", "HEAD"], summary="Liveness: the process and its event loop answer"
-)
+# HEAD too (load balancers and uptime checkers probe with it), kept out of the schema
+@router.get("/healthz", summary="Liveness: the process and its event loop answer")
+@router.head("/healthz", include_in_schema=False)
 async def healthz() -> Response:
     return Response(_OK, media_type="application/json")
 
 
-@router.api_route(
-    "/readyz",
-    methods=["GET", "HEAD"],
-    summary="Readiness: models loaded and warmed up, not draining",
-)
+@router.get("/readyz", summary="Readiness: models loaded and warmed up, not draining")
+@router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> Response:
     state = request.app.state
     if state.draining:

@@ -62,16 +62,14 @@ async def metadata() -> dict:
     return server_metadata()
 
 
-@router.api_route("/health/live", methods=["GET", "HEAD"], summary="Liveness")
+@router.get("/health/live", summary="Liveness")
+@router.head("/health/live", include_in_schema=False)
 async def live() -> dict:
     return {"live": True}
 
 
-@router.api_route(
-    "/health/ready",
-    methods=["GET", "HEAD"],
-    summary="Readiness: models loaded and warm, not draining",
-)
+@router.get("/health/ready", summary="Readiness: models loaded and warm, not draining")
+@router.head("/health/ready", include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
     is_ready = _server_ready(request)
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)

@@ -300,3 +300,57 @@ def test_queue_depth_is_reported_on_every_change(worker: InferenceThread) -> Non
 
     asyncio.run(main())
     assert depths == [1, 0, 2, 3, 0]
+
+
+def test_pad_to_adds_zero_rows_that_no_request_sees(worker: InferenceThread) -> None:
+    model = Model()
+    batches: list[np.ndarray] = []
+    padded: list[int] = []
+    sizes: list[int] = []
+
+    def run(batch: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        batches.append(batch.copy())
+        return model(batch, outputs)
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        observer = BatchObserver(on_batch=lambda n, s: sizes.append(n), on_padding=padded.append)
+        batcher = Batcher(
+            run, worker, max_batch_size=8, max_delay_s=0.0, max_queue=100,
+            observer=observer, pad_to=lambda n: 1 << (n - 1).bit_length(),
+        )  # fmt: skip
+        busy = await _hold_busy(batcher, model)  # 1 row: a power of two already
+        waiting = [
+            asyncio.ensure_future(batcher.submit(rows(1, 2), ["y"], far())),
+            asyncio.ensure_future(batcher.submit(rows(3, 4, 5), ["y"], far())),
+        ]
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        return await asyncio.wait_for(asyncio.gather(busy, *waiting), 10)
+
+    outs = asyncio.run(main())
+    assert model.sizes == [1, 8]  # 2 + 3 queued rows ran as one batch of 8
+    np.testing.assert_array_equal(batches[1], rows(1, 2, 3, 4, 5, 0, 0, 0))
+    np.testing.assert_array_equal(outs[1]["y"], rows(2, 4))
+    np.testing.assert_array_equal(outs[2]["y"], rows(6, 8, 10))
+    assert sizes == [1, 5] and padded == [3]  # real rows counted; padding separately
+
+
+def test_rows_of_different_shapes_fail_their_batch_only(worker: InferenceThread) -> None:
+    model = Model()
+
+    async def main() -> None:
+        batcher = make(model, worker)
+        busy = await _hold_busy(batcher, model)
+        odd = asyncio.ensure_future(batcher.submit(rows(1), ["y"], far()))
+        wide = asyncio.ensure_future(batcher.submit(np.ones((1, 2), np.float32), ["y"], far()))
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        await busy
+        for task in (odd, wide):
+            with pytest.raises(BatchFailed, match="ValueError"):
+                await asyncio.wait_for(task, 10)
+        assert batcher._running == 0  # the failed batch gave its slot back
+        out = await asyncio.wait_for(batcher.submit(rows(7), ["y"], far()), 10)
+        np.testing.assert_array_equal(out["y"], rows(14))
+
+    asyncio.run(main())
