@@ -11,6 +11,7 @@ import io
 import logging
 from concurrent.futures import Executor
 from contextlib import suppress
+from dataclasses import fields
 
 import numpy as np
 from PIL import Image
@@ -32,6 +33,11 @@ class StartupError(RuntimeError):
     """The configured models cannot be served; the message says why."""
 
 
+def _engine_options(settings: Settings) -> EngineOptions:
+    """EngineOptions from the settings fields of the same names (the engine never sees Settings)."""
+    return EngineOptions(**{f.name: getattr(settings, f.name) for f in fields(EngineOptions)})
+
+
 def build_registry(
     settings: Settings,
     *,
@@ -48,19 +54,7 @@ def build_registry(
             f"default model {settings.default_model!r} is not under {settings.model_dir.resolve()} "
             f"(found: {', '.join(found)}); set CONVSERVE_DEFAULT_MODEL or --default-model"
         )
-    options = EngineOptions(
-        providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads,
-        intra_op_spinning=settings.intra_op_spinning,
-        cuda_device_id=settings.cuda_device_id,
-        cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
-        cuda_use_tf32=settings.cuda_use_tf32,
-        cuda_mem_limit_mb=settings.cuda_mem_limit_mb,
-        cuda_arena_extend_strategy=settings.cuda_arena_extend_strategy,
-        cuda_prefer_nhwc=settings.cuda_prefer_nhwc,
-        pad_batches=settings.pad_batches,
-        max_batch_size=settings.max_batch_size,
-    )
+    options = _engine_options(settings)
     models: dict[str, dict[str, ServedModel]] = {}
     for name, refs in found.items():
         for ref in refs:
