@@ -20,7 +20,7 @@ from benchmarks import inprocess
 from benchmarks.loadgen import multipart_body
 from benchmarks.photo import PHOTO
 from service.bundle import PROBABILITIES_OUTPUT, Bundle, read_bundle
-from service.preprocess import ImageError
+from service.preprocess import ImageError, preprocess
 
 REPO = Path(__file__).resolve().parent.parent
 SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -178,6 +178,13 @@ def _timed_runs(run: Callable[[], object], duration: float) -> list[float]:
     return sorted(times)
 
 
+def payload_batches(bundle_dir: Path, payload: bytes) -> Callable[[int], np.ndarray]:
+    """n -> n copies of the preprocessed payload as one contiguous batch (what the server runs)."""
+    bundle = read_bundle(bundle_dir)
+    x1 = preprocess(payload, bundle.input, bundle.preprocessing, max_pixels=inprocess.MAX_PIXELS)
+    return lambda n: np.ascontiguousarray(np.broadcast_to(x1, (n, *x1.shape)))
+
+
 def ort_alone(
     bundle_dir: Path,
     provider: str,
@@ -190,13 +197,11 @@ def ort_alone(
     """images/s of session.run on preprocessed batches, host arrays in as the service does;
     with `device_input` the batch already sits on the provider's device (I/O binding, output
     left there too), so on CUDA the difference is what host<->device copies cost."""
-    cpu = inprocess.load_model(bundle_dir, provider="cpu")
-    x1 = cpu.preprocess(payload)
-    del cpu
+    batch_of = payload_batches(bundle_dir, payload)
     sess = session(bundle_dir, provider)
     name = sess.get_inputs()[0].name
     for b in batches:
-        x = np.ascontiguousarray(np.broadcast_to(x1, (b, *x1.shape)))
+        x = batch_of(b)
         if device_input:
             binding = sess.io_binding()
             device = "cuda" if provider == "cuda" else "cpu"
@@ -230,10 +235,7 @@ def option_sweep(
     bundle_dir: Path, provider: str, payload: bytes, batch: int, duration: float
 ) -> Iterator[dict]:
     """onnxruntime alone at one batch size under each provider-option variant (host arrays in)."""
-    cpu = inprocess.load_model(bundle_dir, provider="cpu")
-    x1 = cpu.preprocess(payload)
-    del cpu
-    x = np.ascontiguousarray(np.broadcast_to(x1, (batch, *x1.shape)))
+    x = payload_batches(bundle_dir, payload)(batch)
     variants = cuda_variants() if provider == "cuda" else {"default": {}}
     for label, opts in variants.items():
         t0 = time.perf_counter()
@@ -266,15 +268,9 @@ def new_batch_size_cost(
     sizes) exists to keep away from traffic. The session first runs every `warmed`
     size, as the server's warm-up does.
     """
-    cpu = inprocess.load_model(bundle_dir, provider="cpu")
-    x1 = cpu.preprocess(payload)
-    del cpu
+    batch = payload_batches(bundle_dir, payload)
     sess = session(bundle_dir, provider)
     name = sess.get_inputs()[0].name
-
-    def batch(n: int) -> np.ndarray:
-        return np.ascontiguousarray(np.broadcast_to(x1, (n, *x1.shape)))
-
     for n in warmed:
         sess.run([PROBABILITIES_OUTPUT], {name: batch(n)})
     out = []
