@@ -185,3 +185,14 @@ def distinct_label_images(count: int) -> list[tuple[int, bytes]]:
         pool = by_label[label]
         out.append((label, pool[(i // 10) % len(pool)]))
     return out
+
+
+def answer_probabilities(answer: dict, classes: list[str] | None = None) -> np.ndarray:
+    """A /predict answer -> (N, classes) float32 in class order, rebuilt from each image's
+    top_k (ask for top_k = every class); `classes` defaults to the digits model's."""
+    classes = classes if classes is not None else read_bundle(DIGITS).classes
+    rows = np.zeros((len(answer["predictions"]), len(classes)), dtype=np.float32)
+    for row, prediction in zip(rows, answer["predictions"], strict=True):
+        for entry in prediction["top_k"]:
+            row[classes.index(entry["label"])] = entry["probability"]
+    return rows

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service.serving import (
     LiveServer,
+    answer_probabilities,
     distinct_label_images,
     reference,
     reference_session,
@@ -60,9 +61,7 @@ def test_concurrent_requests_share_batches_without_cross_talk() -> None:
         assert response.status_code == 200, response.text
         (prediction,) = response.json()["predictions"]
         assert prediction["label"] == str(label)  # its own image's label, not a neighbour's
-        got = np.zeros(10, dtype=np.float32)
-        for entry in prediction["top_k"]:
-            got[int(entry["label"])] = entry["probability"]
+        (got,) = answer_probabilities(response.json())
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     batches = _histogram(metrics, "convserve_batch_size")
     assert batches["sum"] >= 48  # every image went through the model (plus nothing else)
@@ -119,10 +118,7 @@ def test_padded_batches_answer_like_unpadded_and_are_counted() -> None:
             files = [("file", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
             response = c.post("/predict?top_k=10", files=files[:count])
             assert response.status_code == 200, response.text
-            got = np.zeros((count, 10), dtype=np.float32)
-            for row, prediction in zip(got, response.json()["predictions"], strict=True):
-                for entry in prediction["top_k"]:
-                    row[int(entry["label"])] = entry["probability"]
+            got = answer_probabilities(response.json())
             want = reference(images[:count])["probabilities"]
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
         # feature maps of a padded batch: 3 rows -> 4, through the v2 tensor endpoint

@@ -8,18 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.serving import distinct_label_images, reference
-
-
-def _probabilities(answer: dict) -> np.ndarray:
-    """Answer -> (N, classes) float32 in class order, rebuilt from each image's full top_k."""
-    rows = []
-    for prediction in answer["predictions"]:
-        row = np.zeros(len(prediction["top_k"]), dtype=np.float32)
-        for entry in prediction["top_k"]:
-            row[int(entry["label"])] = entry["probability"]
-        rows.append(row)
-    return np.stack(rows)
+from tests.service.serving import answer_probabilities, distinct_label_images, reference
 
 
 def test_raw_body_equals_in_process_onnxruntime(client: httpx.Client) -> None:
@@ -31,7 +20,7 @@ def test_raw_body_equals_in_process_onnxruntime(client: httpx.Client) -> None:
     (prediction,) = answer["predictions"]
     assert prediction["filename"] is None
     expected = reference([data])["probabilities"]
-    np.testing.assert_array_equal(_probabilities(answer), expected)
+    np.testing.assert_array_equal(answer_probabilities(answer), expected)
     assert prediction["label"] == str(label) == str(int(expected.argmax()))
     assert prediction["probability"] == prediction["top_k"][0]["probability"]
     probs = [e["probability"] for e in prediction["top_k"]]
@@ -47,7 +36,7 @@ def test_multipart_batch_keeps_request_order_and_filenames(client: httpx.Client)
     assert [p["filename"] for p in answer["predictions"]] == [f"digit-{i}.png" for i in range(10)]
     assert [p["label"] for p in answer["predictions"]] == [str(label) for label, _ in images]
     expected = reference([data for _, data in images])["probabilities"]
-    np.testing.assert_allclose(_probabilities(answer), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(answer_probabilities(answer), expected, rtol=0, atol=1e-6)
 
 
 def test_json_base64_instances(client: httpx.Client) -> None:
@@ -58,7 +47,7 @@ def test_json_base64_instances(client: httpx.Client) -> None:
     predictions = r.json()["predictions"]
     assert [p["filename"] for p in predictions] == [None, None, None]
     expected = reference([d for _, d in images])["probabilities"]
-    np.testing.assert_allclose(_probabilities(r.json()), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(answer_probabilities(r.json()), expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("k", [1, 3, 10])
@@ -87,7 +76,7 @@ def test_request_larger_than_max_batch_is_split_and_reassembled(client: httpx.Cl
     assert r.status_code == 200, r.text
     assert [p["label"] for p in r.json()["predictions"]] == [str(lbl) for lbl, _ in images]
     expected = reference([d for _, d in images])["probabilities"]
-    np.testing.assert_allclose(_probabilities(r.json()), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(answer_probabilities(r.json()), expected, rtol=0, atol=1e-6)
 
 
 def test_tiny_inline_and_pooled_decodes_agree(client: httpx.Client) -> None:
@@ -102,4 +91,5 @@ def test_tiny_inline_and_pooled_decodes_agree(client: httpx.Client) -> None:
     for data in (small, big.getvalue()):
         r = client.post("/predict?top_k=10", content=data, headers={"Content-Type": "image/png"})
         assert r.status_code == 200, r.text
-        np.testing.assert_array_equal(_probabilities(r.json()), reference([data])["probabilities"])
+        expected = reference([data])["probabilities"]
+        np.testing.assert_array_equal(answer_probabilities(r.json()), expected)

@@ -21,6 +21,7 @@ from service.preprocess import preprocess
 from tests.service.serving import (
     DIGITS,
     LiveServer,
+    answer_probabilities,
     distinct_label_images,
     reference,
     reference_session,
@@ -50,11 +51,7 @@ def _predict_probabilities(client: httpx.Client, blobs: list[bytes]) -> np.ndarr
     files = [("file", (f"{i}.png", data, "image/png")) for i, data in enumerate(blobs)]
     r = client.post("/predict", params={"top_k": len(BUNDLE.classes)}, files=files)
     assert r.status_code == 200, r.text
-    rows = np.zeros((len(blobs), len(BUNDLE.classes)), dtype=np.float32)
-    for row, prediction in zip(rows, r.json()["predictions"], strict=True):
-        for entry in prediction["top_k"]:
-            row[BUNDLE.classes.index(entry["label"])] = entry["probability"]
-    return rows
+    return answer_probabilities(r.json(), BUNDLE.classes)
 
 
 def test_health_and_readiness(tc: triton.InferenceServerClient, client: httpx.Client) -> None:
