@@ -1,7 +1,9 @@
 """Optional API key: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 
 A dependency, so any router can require it; /healthz, /readyz and /metrics do
-not (probes and scrapers carry no secrets). Compared in constant time.
+not (probes and scrapers carry no secrets). Compared in constant time, as bytes:
+the header's raw bytes against the key's UTF-8, so a non-ASCII key sent as
+UTF-8 matches. Settings refuse an empty key, so an empty header never matches.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import hmac
 
 from fastapi import Request
 
-from service.errors import APIError
+from service.errors import Unauthorized
 
 
 async def require_api_key(request: Request) -> None:
@@ -25,11 +27,9 @@ async def require_api_key(request: Request) -> None:
         scheme, _, token = auth.partition(" ")
         given = token.strip() if scheme.lower() == "bearer" else None
     if given is None:
-        raise APIError(
-            401,
-            "unauthorized",
-            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-            {"WWW-Authenticate": "Bearer"},
+        raise Unauthorized(
+            "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
         )
-    if not hmac.compare_digest(given.encode(), expected):
-        raise APIError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
+    # Starlette decodes header bytes as latin-1: encoding back gives the bytes sent
+    if not hmac.compare_digest(given.encode("latin-1"), expected):
+        raise Unauthorized("invalid API key")

@@ -1,18 +1,23 @@
-"""One error type for the whole API and the handlers that render it as JSON.
+"""Every client-visible failure as a class, and the one place that renders them.
 
-Every failure a client can cause becomes an `APIError` with an HTTP status and
-a stable `code`; the handlers installed by `install_error_handlers` render it
-as `{"error": {"code", "message"}}` (or `{"error": "<message>"}` under `/v2`,
-as the Open Inference Protocol asks). FastAPI's own validation errors and
-Starlette's 404/405 go through the same shape, and anything unexpected becomes
-a 500 with a generic message: the stack trace goes to the log, never to the
-client.
+Raise a subclass of `APIError` (`UnknownModel("no model named 'x'")`): the
+class carries the HTTP `status`, the stable `code` and any headers
+(`Retry-After` on every 503, `WWW-Authenticate` on 401). Each protocol renders
+the same exception its own way: `{"error": {"code", "message"}}` by default,
+`{"error": "<message>"}` under `/v2` (Open Inference Protocol); another
+protocol adds its shape with `register_shape(prefix, body)`. FastAPI's
+validation errors and Starlette's 404/405 go through the same shapes, and
+anything unexpected becomes a 500 with a generic message: the stack trace goes
+to the log, never to the client. docs/api.md's error table is tested against
+these classes (tests/service/test_error_classes.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,44 +29,191 @@ log = logging.getLogger("convserve.errors")
 RETRY_AFTER_S = 1
 OIP_PREFIX = "/v2"
 
-_CODE_BY_STATUS = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_media_type",
-    422: "invalid_parameter",
-    503: "unavailable",
-    504: "timeout",
-}
-
 
 class APIError(Exception):
-    """A client-visible failure: HTTP status, machine-readable code, human message."""
+    """A client-visible failure: `status`, machine-readable `code`, human `message`."""
 
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    headers: ClassVar[dict[str, str] | None] = None
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
         self.message = message
-        self.headers = headers
 
     def __repr__(self) -> str:
-        return f"APIError({self.status}, {self.code!r}, {self.message!r})"
+        return f"{type(self).__name__}({self.status}, {self.code!r}, {self.message!r})"
 
 
-def unavailable(code: str, message: str) -> APIError:
-    """503 with Retry-After: the client should come back, here or elsewhere."""
-    return APIError(503, code, message, {"Retry-After": str(RETRY_AFTER_S)})
+# ---- 400: the request cannot be read ----------------------------------------
+class BadRequest(APIError):
+    status, code = 400, "bad_request"
+
+
+class InvalidImage(BadRequest):
+    code = "invalid_image"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidBase64(BadRequest):
+    code = "invalid_base64"
+
+
+class BadMultipart(BadRequest):
+    code = "bad_multipart"
+
+
+# ---- 401 --------------------------------------------------------------------
+class Unauthorized(APIError):
+    status, code = 401, "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+# ---- 404: no such thing -----------------------------------------------------
+class NotFound(APIError):
+    status, code = 404, "not_found"
+
+
+class UnknownModel(NotFound):
+    code = "unknown_model"
+
+
+class UnknownVersion(NotFound):
+    code = "unknown_version"
+
+
+class UnknownLayer(NotFound):
+    code = "unknown_layer"
+
+
+class UnknownOutput(NotFound):
+    code = "unknown_output"
+
+
+class NoFilters(NotFound):
+    code = "no_filters"
+
+
+class MethodNotAllowed(APIError):
+    status, code = 405, "method_not_allowed"
+
+
+# ---- 409: the model repository cannot do that now (model lifecycle) ----------
+class ModelControlOff(APIError):
+    status, code = 409, "model_control_off"
+
+
+class ModelLoadFailed(APIError):
+    status, code = 409, "load_failed"
+
+
+class DefaultModelUnload(APIError):
+    status, code = 409, "default_model"
+
+
+# ---- 413: over a limit ------------------------------------------------------
+class TooLarge(APIError):
+    status, code = 413, "too_large"
+
+
+class ImageTooLarge(TooLarge):
+    code = "image_too_large"
+
+
+class TooManyImages(TooLarge):
+    code = "too_many_images"
+
+
+class UnsupportedMediaType(APIError):
+    status, code = 415, "unsupported_media_type"
+
+
+# ---- 422: readable, but not a valid request ---------------------------------
+class InvalidParameter(APIError):
+    status, code = 422, "invalid_parameter"
+
+
+class NoImages(InvalidParameter):
+    code = "no_images"
+
+
+class InvalidShape(InvalidParameter):
+    code = "invalid_shape"
+
+
+# ---- 500 --------------------------------------------------------------------
+class InternalError(APIError):
+    status, code = 500, "internal_error"
+
+
+class InferenceFailed(InternalError):
+    code = "inference_failed"
+
+
+# ---- 503: come back, here or elsewhere (Retry-After) ------------------------
+class Unavailable(APIError):
+    status, code = 503, "unavailable"
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+
+
+class Overloaded(Unavailable):
+    code = "queue_full"
+
+
+class Draining(Unavailable):
+    code = "draining"
+
+
+class Starting(Unavailable):
+    code = "starting"
+
+
+class StartFailed(Unavailable):
+    code = "failed"
+
+
+class Timeout(APIError):
+    status, code = 504, "timeout"
+
+
+def error_classes() -> list[type[APIError]]:
+    """Every APIError class, base first (for the docs check and other protocols' tables)."""
+    found, todo = [], [APIError]
+    while todo:
+        cls = todo.pop(0)
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+# ---- rendering --------------------------------------------------------------
+BodyShape = Callable[[str, str], bytes]  # (code, message) -> response body
+
+
+def _default_shape(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def _message_only(code: str, message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+_SHAPES: list[tuple[str, BodyShape]] = [(OIP_PREFIX, _message_only)]
+
+
+def register_shape(prefix: str, shape: BodyShape) -> None:
+    """Render errors under `prefix` (e.g. "/v1") with `shape` instead of the default."""
+    _SHAPES.append((prefix.rstrip("/"), shape))
 
 
 def error_body(path: str, code: str, message: str) -> bytes:
-    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
-        return json.dumps({"error": message}).encode()
-    return json.dumps({"error": {"code": code, "message": message}}).encode()
+    for prefix, shape in _SHAPES:
+        if path == prefix or path.startswith(prefix + "/"):
+            return shape(code, message)
+    return _default_shape(code, message)
 
 
 def error_response(
@@ -75,9 +227,17 @@ def error_response(
     )
 
 
+def render(path: str, exc: APIError) -> Response:
+    """An APIError as the response of the protocol that serves `path`."""
+    return error_response(path, exc.status, exc.code, exc.message, exc.headers)
+
+
+_GENERIC = {cls.status: cls.code for cls in reversed(error_classes())}  # the base of each status
+
+
 def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return error_response(request.url.path, exc.status, exc.code, exc.message, exc.headers)
+    return render(request.url.path, exc)
 
 
 def _validation_error(request: Request, exc: Exception) -> Response:
@@ -86,13 +246,12 @@ def _validation_error(request: Request, exc: Exception) -> Response:
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body"))
         parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else err.get("msg", ""))
-    message = "; ".join(p for p in parts if p) or "invalid request"
-    return error_response(request.url.path, 422, "invalid_parameter", message)
+    return render(request.url.path, InvalidParameter("; ".join(p for p in parts if p) or "invalid"))
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    code = getattr(exc, "code", None) or _CODE_BY_STATUS.get(exc.status_code, "error")
+    code = getattr(exc, "code", None) or _GENERIC.get(exc.status_code, "error")
     message = str(exc.detail) if exc.detail else code
     if exc.status_code == 404 and message == "Not Found":
         message = f"no such endpoint: {request.method} {request.url.path}"
@@ -101,9 +260,7 @@ def _http_error(request: Request, exc: Exception) -> Response:
 
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(
-        request.url.path, 500, "internal_error", "internal server error; see the server log"
-    )
+    return render(request.url.path, InternalError("internal server error; see the server log"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -16,11 +16,13 @@ import time
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response, unavailable
+from service.errors import Draining, error_response, render
 from service.metrics import Metrics
 
 log = logging.getLogger("convserve.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: `$` would allow a "\n"
+# Method labels in /metrics: a client's PROPFIND or BREW must not add a series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 # Generated ids: a random per-process prefix and a counter (32 hex digits, unique per
 # process). uuid4() reads os.urandom per request, which costs tens of microseconds
 # in some sandboxes.
@@ -56,7 +58,7 @@ class RequestMiddleware:
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 candidate = value.decode("latin-1")
-                request_id = candidate if _REQUEST_ID.match(candidate) else None
+                request_id = candidate if _REQUEST_ID.fullmatch(candidate) else None
             elif key == b"content-length":
                 length = value
         if request_id is None:
@@ -80,9 +82,8 @@ class RequestMiddleware:
             if self.state.draining and scope["method"] == "POST":
                 # inference requests that arrive after SIGTERM go elsewhere; those already
                 # here (queued, decoding, running) are finished by the drain
-                err = unavailable("draining", "the server is shutting down; retry elsewhere")
-                response = error_response(
-                    scope["path"], err.status, err.code, err.message, err.headers
+                response = render(
+                    scope["path"], Draining("the server is shutting down; retry elsewhere")
                 )
                 await response(scope, receive, send_wrapper)
             elif length is not None and (not length.isdigit() or int(length) > self.max_body):
@@ -107,7 +108,8 @@ class RequestMiddleware:
             elapsed = time.perf_counter() - start
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(label, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.requests.labels(label, method, str(status)).inc()
             self.metrics.latency.labels(label).observe(elapsed)
             if log.isEnabledFor(logging.INFO):
                 client = scope.get("client")

@@ -21,7 +21,19 @@ import numpy as np
 from service.batcher import Batcher, BatchFailed, DeadlineExceeded, QueueFull
 from service.bundle import FILTERS_FILE, MODEL_FILE, PROBABILITIES_OUTPUT, Bundle
 from service.engine import Engine
-from service.errors import APIError, unavailable
+from service.errors import (
+    APIError,
+    ImageTooLarge,
+    InferenceFailed,
+    InvalidImage,
+    InvalidShape,
+    NoImages,
+    Overloaded,
+    Timeout,
+    UnknownModel,
+    UnknownOutput,
+    UnknownVersion,
+)
 from service.preprocess import ImageError, ImageTooLargeError, preprocess
 
 INLINE_MAX_BYTES = 16 * 1024
@@ -75,7 +87,7 @@ class ServedModel:
     ) -> np.ndarray:
         """Encoded images -> (N, H, W, C) float32 in the decode pool; APIError 400/413."""
         if not blobs:
-            raise APIError(422, "no_images", "the request contains no images")
+            raise NoImages("the request contains no images")
         if len(blobs) == 1 and len(blobs[0]) <= INLINE_MAX_BYTES and self._inline_pixels:
             inline = self._decode_inline(blobs[0])
             if inline is not None:
@@ -129,9 +141,7 @@ class ServedModel:
     ) -> dict[str, np.ndarray]:
         """Rows of `batch` through the batcher; name -> (N, ...) arrays. APIError 503/504/500."""
         if batch.ndim != 4 or batch.shape[1:] != self.input_shape:
-            raise APIError(
-                422,
-                "invalid_shape",
+            raise InvalidShape(
                 f"model {self.name} takes N x {' x '.join(map(str, self.input_shape))} "
                 f"images, not {' x '.join(map(str, batch.shape))}",
             )
@@ -139,17 +149,17 @@ class ServedModel:
             batch = batch.astype(np.float32)
         for name in outputs:
             if name != PROBABILITIES_OUTPUT and name not in self.layers:
-                raise APIError(404, "unknown_output", self.unknown_layer_message(name))
+                raise UnknownOutput(self.unknown_layer_message(name))
         if deadline is None:
             deadline = time.monotonic() + self._timeout
         try:
             return await self.batcher.submit(batch, outputs, deadline)
         except QueueFull as exc:
-            raise unavailable("queue_full", f"the server is busy: {exc}; retry shortly") from None
+            raise Overloaded(f"the server is busy: {exc}; retry shortly") from None
         except DeadlineExceeded as exc:
-            raise APIError(504, "timeout", f"{exc} (request timeout {self._timeout:g} s)") from None
+            raise Timeout(f"{exc} (request timeout {self._timeout:g} s)") from None
         except BatchFailed as exc:
-            raise APIError(500, "inference_failed", str(exc)) from None
+            raise InferenceFailed(str(exc)) from None
 
     def unknown_layer_message(self, name: str) -> str:
         known = ", ".join(self.layers) or "none"
@@ -200,9 +210,7 @@ def _image_error(exc: ImageError, count: int, names: Sequence[str | None] | None
     if count > 1 and index is not None:
         label = names[index] if names and names[index] else None
         message = f"image {index}{f' ({label})' if label else ''}: {message}"
-    if isinstance(exc, ImageTooLargeError):
-        return APIError(413, exc.code, message)
-    return APIError(400, exc.code, message)
+    return (ImageTooLarge if isinstance(exc, ImageTooLargeError) else InvalidImage)(message)
 
 
 class Registry:
@@ -231,16 +239,12 @@ class Registry:
         name = name or self.default
         versions = self._models.get(name)
         if versions is None:
-            raise APIError(
-                404, "unknown_model", f"no model named {name!r}; models: {', '.join(self._models)}"
-            )
+            raise UnknownModel(f"no model named {name!r}; models: {', '.join(self._models)}")
         if version is None or version == "":
             return self._latest[name]
         model = versions.get(version.lstrip("0") or "0") if version.isdigit() else None
         if model is None:
-            raise APIError(
-                404,
-                "unknown_version",
+            raise UnknownVersion(
                 f"model {name!r} has no version {version!r}; "
                 f"versions: {', '.join(sorted(versions, key=int))}",
             )

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service.auth import require_api_key
-from service.errors import APIError
+from service.errors import InvalidParameter, NoFilters, UnknownLayer
 from service.models import ServedModel
 from service.routes.inputs import read_images
 from service.routes.predict import IMAGE_BODY, MODEL_PARAMS, query_param
@@ -27,13 +27,11 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 def _layer(model: ServedModel, name: str | None) -> str:
     if not name:
-        raise APIError(
-            422,
-            "invalid_parameter",
+        raise InvalidParameter(
             f"the `layer` query parameter is required; layers: {', '.join(model.layers)}",
         )
     if name not in model.layers:
-        raise APIError(404, "unknown_layer", model.unknown_layer_message(name))
+        raise UnknownLayer(model.unknown_layer_message(name))
     return name
 
 
@@ -59,12 +57,10 @@ async def featuremaps(request: Request) -> Response:
     layer = _layer(model, query.get("layer"))
     fmt = query.get("format", "png")
     if fmt not in ("png", "json"):
-        raise APIError(422, "invalid_parameter", f"format must be png or json, not {fmt!r}")
+        raise InvalidParameter(f"format must be png or json, not {fmt!r}")
     blobs, names = await read_images(request, state.settings.max_images_per_request)
     if len(blobs) != 1:
-        raise APIError(
-            422, "invalid_parameter", f"/featuremaps takes exactly one image, not {len(blobs)}"
-        )
+        raise InvalidParameter(f"/featuremaps takes exactly one image, not {len(blobs)}")
     batch = await model.decode(blobs, names)
     activation = (await model.infer(batch, (layer,), deadline=deadline))[layer][0]
     if fmt == "png":
@@ -92,7 +88,7 @@ async def featuremaps(request: Request) -> Response:
 async def filters(name: str, layer: str, request: Request) -> Response:
     model = request.app.state.registry.resolve(name, request.query_params.get("version"))
     if layer not in model.layers:
-        raise APIError(404, "unknown_layer", model.unknown_layer_message(layer))
+        raise UnknownLayer(model.unknown_layer_message(layer))
     cache: dict = request.app.state.filter_pngs
     key = (model.name, model.version, layer)
     png = cache.get(key)
@@ -100,8 +96,6 @@ async def filters(name: str, layer: str, request: Request) -> Response:
         kernel = model.filters.get(layer)
         if kernel is None:
             kind = model.layers[layer].kind
-            raise APIError(
-                404, "no_filters", f"layer {layer!r} ({kind}) has no filters in filters.npz"
-            )
+            raise NoFilters(f"layer {layer!r} ({kind}) has no filters in filters.npz")
         png = cache[key] = await asyncio.to_thread(filters_png, kernel)
     return Response(png, media_type="image/png")

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from service.errors import RETRY_AFTER_S, error_response
+from service.errors import Draining, StartFailed, Starting, render
 
 router = APIRouter()
 _OK = b'{"status":"ok"}'
@@ -25,14 +25,14 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     state = request.app.state
     if state.draining:
-        why, message = "draining", "the server is shutting down"
+        error = Draining("the server is shutting down")
     elif state.failed:
-        why, message = "failed", state.failed
+        error = StartFailed(state.failed)
     elif not state.ready:
-        why, message = "starting", "models are loading or warming up"
+        error = Starting("models are loading or warming up")
     else:
         return Response(_READY, media_type="application/json")
-    return error_response(request.url.path, 503, why, message, {"Retry-After": str(RETRY_AFTER_S)})
+    return render(request.url.path, error)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

@@ -14,7 +14,15 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from service.errors import APIError
+from service.errors import (
+    BadMultipart,
+    InvalidBase64,
+    InvalidJSON,
+    InvalidParameter,
+    NoImages,
+    TooManyImages,
+    UnsupportedMediaType,
+)
 
 Images = tuple[list[bytes], list[str | None]]
 
@@ -24,10 +32,8 @@ SUPPORTED = (
 )
 
 
-def _too_many(count: int | str, limit: int) -> APIError:
-    return APIError(
-        413, "too_many_images", f"the request has {count} images; the limit is {limit} per request"
-    )
+def _too_many(count: int | str, limit: int) -> TooManyImages:
+    return TooManyImages(f"the request has {count} images; the limit is {limit} per request")
 
 
 def media_type_of(content_type: str) -> str:
@@ -49,9 +55,7 @@ async def read_images(request: Request, max_images: int) -> Images:
     if media_type == "application/json":
         return _json(await request.body(), max_images)
     shown = media_type or "none"
-    raise APIError(
-        415, "unsupported_media_type", f"Content-Type {shown} is not supported; send {SUPPORTED}"
-    )
+    raise UnsupportedMediaType(f"Content-Type {shown} is not supported; send {SUPPORTED}")
 
 
 async def _multipart(request: Request, max_images: int) -> Images:
@@ -60,16 +64,14 @@ async def _multipart(request: Request, max_images: int) -> Images:
     except HTTPException as exc:  # Starlette's parser speaks 400
         if "Too many files" in str(exc.detail):
             raise _too_many(f"more than {max_images}", max_images) from None
-        raise APIError(400, "bad_multipart", f"invalid multipart body: {exc.detail}") from None
+        raise BadMultipart(f"invalid multipart body: {exc.detail}") from None
     try:
         blobs, names = [], []
         for key, value in form.multi_items():
             if not isinstance(value, UploadFile):
                 continue  # ordinary form fields are ignored
             if key != "file":
-                raise APIError(
-                    422,
-                    "invalid_parameter",
+                raise InvalidParameter(
                     f"unexpected file part {key!r}; name image parts 'file'",
                 )
             blobs.append(await value.read())  # in memory (below 1 MiB): no thread hop
@@ -77,7 +79,7 @@ async def _multipart(request: Request, max_images: int) -> Images:
     finally:
         await form.close()
     if not blobs:
-        raise APIError(422, "no_images", "the multipart body has no `file` parts")
+        raise NoImages("the multipart body has no `file` parts")
     return blobs, names
 
 
@@ -85,12 +87,10 @@ def _json(body: bytes, max_images: int) -> Images:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise APIError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
     instances = doc.get("instances") if isinstance(doc, dict) else None
     if not isinstance(instances, list) or not instances:
-        raise APIError(
-            422,
-            "invalid_parameter",
+        raise InvalidParameter(
             'expected {"instances": [{"b64": "<base64 image>"}, ...]} with at least one instance',
         )
     if len(instances) > max_images:
@@ -99,15 +99,11 @@ def _json(body: bytes, max_images: int) -> Images:
     for i, instance in enumerate(instances):
         b64 = instance.get("b64") if isinstance(instance, dict) else None
         if not isinstance(b64, str):
-            raise APIError(
-                422, "invalid_parameter", f'instances[{i}] must be {{"b64": "<base64>"}}'
-            )
+            raise InvalidParameter(f'instances[{i}] must be {{"b64": "<base64>"}}')
         try:
             blobs.append(base64.b64decode("".join(b64.split()), validate=True))
         except (binascii.Error, ValueError) as exc:
-            raise APIError(
-                400, "invalid_base64", f"instances[{i}].b64 is not valid base64: {exc}"
-            ) from None
+            raise InvalidBase64(f"instances[{i}].b64 is not valid base64: {exc}") from None
         name = instance.get("filename")
         names.append(name if isinstance(name, str) else None)
     return blobs, names

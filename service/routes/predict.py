@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from service.auth import require_api_key
 from service.bundle import PROBABILITIES_OUTPUT
-from service.errors import APIError
+from service.errors import InvalidParameter
 from service.routes.inputs import read_images
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -73,9 +73,7 @@ def parse_top_k(raw: str | None, classes: int) -> int:
     except ValueError:
         value = 0
     if not 1 <= value <= classes:
-        raise APIError(
-            422, "invalid_parameter", f"top_k must be an integer from 1 to {classes}, not {raw!r}"
-        )
+        raise InvalidParameter(f"top_k must be an integer from 1 to {classes}, not {raw!r}")
     return value
 
 

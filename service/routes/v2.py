@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import require_api_key
-from service.errors import APIError
+from service.errors import APIError, BadRequest, TooLarge, UnsupportedMediaType
 from service.models import ServedModel
 from service.oip.codec import decompress
 from service.oip.metadata import model_metadata, server_metadata
@@ -33,11 +33,11 @@ _keyed = [Depends(require_api_key)]
 # Parsing or serialising more than this much tensor data moves off the event loop;
 # below it the thread hop costs more than the work.
 _OFFLOAD_BYTES = 256 * 1024
-_CODES = {400: "bad_request", 413: "too_large", 415: "unsupported_media_type"}
+_BY_STATUS: dict[int, type[APIError]] = {413: TooLarge, 415: UnsupportedMediaType}
 
 
 def _api_error(exc: ProtocolError) -> APIError:
-    return APIError(exc.status, _CODES.get(exc.status, "bad_request"), exc.message)
+    return _BY_STATUS.get(exc.status, BadRequest)(exc.message)
 
 
 async def _protocol(work: Callable[[], T], offload: bool) -> T:
