@@ -41,6 +41,8 @@ class InferenceThread:
                 fn(*args)
             except BaseException:  # a job must never kill the thread
                 log.exception("inference job crashed")
+            # an idle thread must not keep the last job's model (and its session) alive
+            job = fn = args = None
 
     def submit(self, fn: Callable[..., None], *args: object) -> None:
         self._jobs.put((fn, args))

@@ -1,0 +1,336 @@
+"""Model control: make the served versions follow the model directory, never serving half a model.
+
+`none`: what is on disk at start is served, nothing changes afterwards.
+`poll`: every `poll_s` seconds the directory is scanned and each model synced.
+`explicit`: a model is synced when asked (`load`) or dropped (`unload`), as
+Triton's repository extension does.
+
+Syncing one model: every valid version directory that is not loaded (or
+whose files changed) is loaded off the event loop (session, then warm-up)
+and only then published into the registry in one atomic replace, so the
+highest loaded version becomes the default without a request ever seeing a
+half-built model; versions whose directory is gone are unpublished, and
+their queued work finishes before their session is freed (release.py). A
+version that fails anywhere is reported in the index with its reason, the
+old one keeps serving, and the same bytes are not retried until they change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Literal, Protocol
+
+from service.lifecycle.index import Index, State
+from service.lifecycle.metrics import LifecycleMetrics
+from service.lifecycle.release import Retirable, release
+from service.lifecycle.scan import Candidate, Fingerprint, Scanner
+
+log = logging.getLogger("convserve.lifecycle")
+
+Mode = Literal["none", "poll", "explicit"]
+Models = Mapping[str, Mapping[str, Retirable]]
+
+
+class SwappableRegistry(Protocol):
+    """The registry as model control sees it: read the served map, replace it whole."""
+
+    default: str
+
+    def models(self) -> Models: ...
+
+    def replace(self, models: dict[str, dict[str, Retirable]]) -> None: ...
+
+
+class RepositoryError(Exception):
+    """A repository request that cannot be done; subclasses say why (each protocol maps them)."""
+
+
+class ControlDisabled(RepositoryError):
+    """load/unload outside explicit mode."""
+
+
+class NoSuchModel(RepositoryError):
+    """No directory (or nothing loaded) under that name."""
+
+
+class LoadFailed(RepositoryError):
+    """No version of the model could be verified, loaded and warmed up."""
+
+
+class DefaultModelRequired(RepositoryError):
+    """Unloading the default model would fail every request that names no model."""
+
+
+class ModelControl:
+    """Owns every change to the served set after start-up; one change at a time."""
+
+    def __init__(
+        self,
+        mode: Mode,
+        scanner: Scanner,
+        registry: SwappableRegistry,
+        load: Callable[[Candidate], Retirable],
+        *,
+        poll_s: float = 1.0,
+        free_timeout_s: float = 60.0,
+        metrics: LifecycleMetrics | None = None,
+        on_unloaded: Callable[[str, str], None] = lambda name, version: None,
+    ) -> None:
+        self.mode = mode
+        self.scanner = scanner
+        self.registry = registry
+        self._load = load  # blocking: creates the session and warms it up
+        self.poll_s = poll_s
+        self._free_timeout_s = free_timeout_s
+        self._metrics = metrics
+        self._on_unloaded = on_unloaded
+        self._lock = asyncio.Lock()
+        self._loaded: dict[tuple[str, str], Fingerprint] = {}  # what each served version is
+        self._failed: dict[tuple[str, str], Fingerprint] = {}  # loads not to retry unchanged
+        self._invalid: dict[tuple[str, str], tuple[Fingerprint, bool]] = {}  # counted yet?
+        self._unloaded: set[str] = set()  # explicitly unloaded names (explicit mode)
+        self._retiring: set[asyncio.Task] = set()
+        self.index = Index()
+
+    # ---- start-up -------------------------------------------------------
+    def adopt(self, candidates: dict[str, dict[str, Candidate]]) -> None:
+        """Record what start-up loaded (the registry's current models) as in sync with disk."""
+        served = self.registry.models()
+        for name, versions in candidates.items():
+            for version, cand in versions.items():
+                if version in served.get(name, {}):
+                    self._loaded[(name, version)] = cand.fingerprint
+                    self.index.set(name, version, State.READY)
+                else:
+                    self.index.set(name, version, State.UNAVAILABLE, cand.reason or "not loaded")
+        for name, versions in served.items():
+            if self._metrics is not None:
+                self._metrics.serving(name, list(versions), [])
+
+    # ---- the three triggers ---------------------------------------------
+    async def poll(self) -> None:
+        """One pass over the whole model directory (poll mode)."""
+        async with self._lock:
+            found = await asyncio.to_thread(self.scanner.scan)
+            for name in sorted(set(found) | set(self.registry.models())):
+                await self._sync(name, found.get(name, {}), explicit=False)
+
+    async def load(self, name: str) -> None:
+        """Explicit mode: (re)load `name` from disk; LoadFailed when no version serves."""
+        self._require_explicit("load")
+        async with self._lock:
+            found = await asyncio.to_thread(self.scanner.scan_model, name, fresh=True)
+            if not found and name not in self.registry.models():
+                raise NoSuchModel(
+                    f"no model {name!r} under the model directory "
+                    f"(expected {name}/<version>/bundle.json)"
+                )
+            self._unloaded.discard(name)
+            await self._sync(name, found, explicit=True)
+            if not self.registry.models().get(name):
+                reasons = "; ".join(
+                    f"version {e['version']}: {e['reason']}" for e in self.index.of(name)
+                )
+                raise LoadFailed(f"model {name!r} could not be loaded: {reasons or 'no versions'}")
+
+    async def unload(self, name: str) -> None:
+        """Explicit mode: stop serving every version of `name`; returns once they are freed."""
+        self._require_explicit("unload")
+        async with self._lock:
+            served = self.registry.models().get(name)
+            if not served:
+                if self.index.of(name):
+                    return  # already unloaded: nothing to do, as Triton answers
+                raise NoSuchModel(f"no model named {name!r}")
+            if name == self.registry.default:
+                raise DefaultModelRequired(
+                    f"{name!r} is the default model (CONVSERVE_DEFAULT_MODEL): unloading it "
+                    "would fail every request that names no model; load a new version instead"
+                )
+            self._unloaded.add(name)
+            tasks = [self._unpublish(name, v, State.UNAVAILABLE, "unloaded") for v in served]
+            del served
+            await asyncio.gather(*[t for t in tasks if t is not None])
+
+    async def run(self) -> None:
+        """The poll loop: runs until cancelled; a failing pass is logged, the next one runs."""
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.poll()
+            except Exception:
+                log.exception("model directory poll failed; retrying in %.1f s", self.poll_s)
+
+    async def close(self) -> None:
+        """Wait for versions still being retired (shutdown)."""
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    def _require_explicit(self, what: str) -> None:
+        if self.mode != "explicit":
+            raise ControlDisabled(
+                f"{what} requests need CONVSERVE_MODEL_CONTROL=explicit; this server runs "
+                f"model_control={self.mode}"
+                + (" and picks up the model directory by itself" if self.mode == "poll" else "")
+            )
+
+    # ---- syncing one model ----------------------------------------------
+    async def _sync(self, name: str, found: dict[str, Candidate], *, explicit: bool) -> None:
+        if name in self._unloaded:
+            for version, cand in found.items():
+                self.index.set(name, version, State.UNAVAILABLE, cand.reason or "unloaded")
+            return
+        for version in sorted(found, key=int, reverse=True):  # the new default first
+            cand = found[version]
+            key = (name, version)
+            is_served = version in self.registry.models().get(name, {})
+            if not cand.valid:
+                if is_served:
+                    self.index.set(
+                        name,
+                        version,
+                        State.READY,
+                        f"the files on disk changed and are not valid ({cand.reason}); "
+                        "still serving the copy loaded earlier",
+                    )
+                else:
+                    self.index.set(name, version, State.UNAVAILABLE, cand.reason)
+                self._count_invalid(cand, settled=explicit)
+                continue
+            if is_served and self._loaded.get(key) == cand.fingerprint:
+                self.index.set(name, version, State.READY)
+                continue
+            if not explicit and self._failed.get(key) == cand.fingerprint:
+                continue  # the same bytes failed before: the index keeps the reason
+            await self._load_one(cand)
+        gone = [v for v in self.registry.models().get(name, {}) if v not in found]
+        keep = self._last_default_version(name, gone)
+        for version in gone:
+            if version == keep:
+                self.index.set(
+                    name,
+                    version,
+                    State.READY,
+                    "its directory was removed, but it is the default model's only version: "
+                    "still serving it",
+                )
+            else:
+                self._unpublish(name, version, None, "")
+        served = self.registry.models().get(name, {})
+        for key in [k for k in self.index.versions() if k[0] == name and k[1] not in found]:
+            if key[1] not in served and self.index.state(*key) is not State.UNLOADING:
+                self.index.drop(*key)  # neither on disk nor served (nor still draining)
+
+    def _count_invalid(self, cand: Candidate, *, settled: bool) -> None:
+        """Count an invalid version as a load failure once its files stop changing (the
+        same fingerprint on two polls, or an explicit load): a copy still in progress is
+        not a failure, a corrupt or stalled one is."""
+        key = (cand.name, cand.version)
+        seen = self._invalid.get(key)
+        if seen == (cand.fingerprint, True):
+            return
+        if settled or seen == (cand.fingerprint, False):
+            self._invalid[key] = (cand.fingerprint, True)
+            if self._metrics is not None:
+                self._metrics.failed(cand.name)
+            log.error("%s version %s is not served: %s", cand.name, cand.version, cand.reason)
+        else:
+            self._invalid[key] = (cand.fingerprint, False)
+
+    def _last_default_version(self, name: str, gone: list[str]) -> str | None:
+        """The version kept when a removal would leave the default model with none."""
+        served = self.registry.models().get(name, {})
+        if name != self.registry.default or not gone or set(served) - set(gone):
+            return None
+        return max(gone, key=int)
+
+    async def _load_one(self, cand: Candidate) -> None:
+        name, version = cand.name, cand.version
+        self.index.set(name, version, State.LOADING)
+        started = time.monotonic()
+        try:
+            model = await asyncio.to_thread(self._load, cand)
+        except Exception as exc:
+            reason = f"load failed: {exc}"
+            self._failed[(name, version)] = cand.fingerprint
+            served = version in self.registry.models().get(name, {})
+            if served:
+                reason += "; still serving the copy loaded earlier"
+            self.index.set(name, version, State.READY if served else State.UNAVAILABLE, reason)
+            if self._metrics is not None:
+                self._metrics.failed(name)
+            log.error("%s version %s: %s", name, version, reason)
+            return
+        old = self._publish(name, version, model)
+        del model
+        self._loaded[(name, version)] = cand.fingerprint
+        self._failed.pop((name, version), None)
+        self.index.set(name, version, State.READY)
+        if self._metrics is not None:
+            self._metrics.loads.labels(name).inc()
+        log.info(
+            "%s version %s loaded and warmed up in %.2f s; serving %s version %s by default",
+            name,
+            version,
+            time.monotonic() - started,
+            name,
+            max(self.registry.models()[name], key=int),
+        )
+        if old is not None:  # the same version reloaded: free the copy it replaced
+            self._retire([old], None, "")
+            del old
+
+    def _publish(self, name: str, version: str, model: Retirable | None) -> Retirable | None:
+        """Replace the registry's map with `version` set to `model` (None: removed);
+        returns the model it replaced. One assignment, so resolve() sees before or after."""
+        current = self.registry.models()
+        previous = list(current.get(name, {}))
+        models = {n: dict(vs) for n, vs in current.items()}
+        del current
+        versions = models.setdefault(name, {})
+        old = versions.pop(version, None)
+        if model is not None:
+            versions[version] = model
+        if not versions:
+            del models[name]
+        self.registry.replace(models)
+        if self._metrics is not None:
+            self._metrics.serving(name, list(versions), previous)
+            self._metrics.reloaded(name)
+        return old
+
+    def _unpublish(
+        self, name: str, version: str, state: State | None, reason: str
+    ) -> asyncio.Task | None:
+        """Stop handing `version` out now; drain and free it in the background."""
+        old = self._publish(name, version, None)
+        self._loaded.pop((name, version), None)
+        if old is None:
+            return None
+        log.info("%s version %s: unloading (no new requests; queued work finishes)", name, version)
+        self.index.set(name, version, State.UNLOADING)
+        task = self._retire([old], state, reason)
+        del old
+        return task
+
+    def _retire(self, holder: list[Retirable], state: State | None, reason: str) -> asyncio.Task:
+        name, version = holder[0].name, holder[0].version
+
+        async def retire() -> None:
+            await release(holder, timeout_s=self._free_timeout_s)
+            if self._metrics is not None:
+                self._metrics.unloads.labels(name).inc()
+            self._on_unloaded(name, version)
+            if version not in self.registry.models().get(name, {}):
+                if state is None:
+                    self.index.drop(name, version)
+                else:
+                    self.index.set(name, version, state, reason)
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        return task
