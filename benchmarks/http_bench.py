@@ -31,7 +31,9 @@ from benchmarks.photo import PHOTO
 from service.bundle import read_bundle
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ("convserve", "plain1", "plain2")
+TARGETS = ("convserve", "convserve2", "plain1", "plain2")  # convserve2: --workers 2
+DEFAULT_TARGETS = ("convserve", "plain1", "plain2")
+INPROCESS_MAX_BATCH = 32  # the in-process limit's batch when --max-batch leaves convserve's default
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,18 +53,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--batch", type=int, default=8, help="images per multipart request (0: skip that form)"
     )
-    p.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
+    p.add_argument(
+        "--targets", default=",".join(DEFAULT_TARGETS), help=f"subset of {','.join(TARGETS)}"
+    )
     p.add_argument(
         "--threads",
         type=int,
-        default=0,
-        help="onnxruntime intra-op threads everywhere (0: default)",
+        default=None,
+        help="onnxruntime intra-op threads everywhere (0: onnxruntime's default); "
+        "unset: convserve chooses (its default), the others use onnxruntime's default",
     )
     p.add_argument(
         "--max-batch",
         type=int,
-        default=32,
-        help="convserve's max batch size (and the in-process one)",
+        default=None,
+        help=f"convserve's max batch size (and the in-process one; unset: convserve's "
+        f"default, {INPROCESS_MAX_BATCH} in process)",
     )
     p.add_argument(
         "--client",
@@ -143,12 +149,13 @@ def check_answer(url: str, body: bytes, ctype: str, images: int) -> None:
 
 def measure_inprocess(args: argparse.Namespace, photo: bytes, form_list: list) -> dict[int, dict]:
     """The in-process limit for every number of images in flight the HTTP runs use."""
-    model = inprocess.load_model(args.model, intra_op_threads=args.threads)
+    model = inprocess.load_model(args.model, intra_op_threads=args.threads or 0)
+    max_batch = args.max_batch or INPROCESS_MAX_BATCH
     inflights = sorted({c * images for c in args.concurrency for *_, images in form_list})
     limits: dict[int, dict] = {}
     cache: dict = {}
     for n in inflights:
-        limits[n] = inprocess.measure_limit(model, photo, inflight=n, max_batch=args.max_batch,
+        limits[n] = inprocess.measure_limit(model, photo, inflight=n, max_batch=max_batch,
                                             duration=args.duration, warmup=args.warmup,
                                             cache=cache)  # fmt: skip
         report.log(
@@ -160,33 +167,48 @@ def measure_inprocess(args: argparse.Namespace, photo: bytes, form_list: list) -
     return limits
 
 
+def only_model_root(bundle_dir: Path, scratch: Path) -> Path:
+    """A models dir holding just this model (a symlink), so convserve loads nothing else."""
+    model_dir = Path(bundle_dir).resolve().parent
+    root = scratch / "roots" / model_dir.name
+    root.mkdir(parents=True, exist_ok=True)
+    link = root / model_dir.name
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(model_dir, target_is_directory=True)
+    return root
+
+
 def start(target: str, args: argparse.Namespace):
-    if target == "convserve":
-        env = {
-            "CONVSERVE_MAX_BATCH_SIZE": str(args.max_batch),
-            "CONVSERVE_INTRA_OP_THREADS": str(args.threads),
-            "CONVSERVE_PROVIDERS": "cpu",
-        }
+    """convserve at its defaults unless flags say otherwise; the plain server as written."""
+    if target.startswith("convserve"):
+        env = {"CONVSERVE_PROVIDERS": "cpu"}
+        if args.max_batch is not None:
+            env["CONVSERVE_MAX_BATCH_SIZE"] = str(args.max_batch)
+        if args.threads is not None:
+            env["CONVSERVE_INTRA_OP_THREADS"] = str(args.threads)
+        if target == "convserve2":
+            env["CONVSERVE_WORKERS"] = "2"
         env.update(kv.split("=", 1) for kv in args.server_env)
-        bundle = args.model.resolve()
         return servers.convserve(
-            bundle.parent.parent, bundle.parent.name, logdir=args.logdir, env=env
-        )
+            only_model_root(args.model, args.logdir), read_bundle(args.model).name,
+            logdir=args.logdir, env=env, name=target,
+        )  # fmt: skip
     workers = int(target.removeprefix("plain"))
     return servers.plain(
-        args.model, workers=workers, logdir=args.logdir, intra_op_threads=args.threads
+        args.model, workers=workers, logdir=args.logdir, intra_op_threads=args.threads or 0
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace, command: str) -> dict:
+    """Every point for one model; the returned dict is what --out holds."""
     photo = args.photo.read_bytes()
     form_list = forms(photo, args.batch)
     data: dict = {
         "machine": report.machine(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "photo": {"path": str(args.photo), "bytes": len(photo)},
-        "command": " ".join(["python -m benchmarks.http_bench", *(argv or sys.argv[1:])]),
+        "command": command,
         "inprocess_runs": [],
         "results": [],
     }
@@ -198,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             server = stack.enter_context(start(target, args))
             pids[target] = server.process.pid
             urls[target] = f"{server.url}/predict" + (
-                f"?model={name}" if target == "convserve" else ""
+                f"?model={name}" if target.startswith("convserve") else ""
             )
             for _, body, ctype, images in form_list:
                 check_answer(urls[target], body, ctype, images)
@@ -218,10 +240,12 @@ def main(argv: list[str] | None = None) -> int:
                         data["results"].append(r | {"target": target, "form": form, "rep": rep})
                         report.write_json(args.out, data)
                         report.log(
-                            f"{target:9} {form:12} c={conc:<3} {r['images_per_s']:9.1f} images/s  "
+                            f"{target:10} {form:12} c={conc:<3} {r['images_per_s']:9.1f} images/s  "
                             f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}  "
                             f"cores: server {r['server_cores']} client {r['client_cores']}"
                         )
+        data["served"] = served_metadata(urls, name)
+        report.write_json(args.out, data)
     if hasattr(os, "getloadavg"):
         data["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     limits = http_table.median_limits(data["inprocess_runs"])
@@ -232,6 +256,24 @@ def main(argv: list[str] | None = None) -> int:
         text += f"\n(medians of {args.repeat} interleaved repeats)"
     data["table"] = text
     report.write_json(args.out, data)
+    return data
+
+
+def served_metadata(urls: dict[str, str], name: str) -> dict[str, dict]:
+    """Each convserve's /models/{name} after the run: the execution shape it chose."""
+    out = {}
+    for target, url in urls.items():
+        if target.startswith("convserve"):
+            base = url.split("/predict", 1)[0]
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                out[target] = httpx.get(f"{base}/models/{name}", timeout=10).json()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = run(args, " ".join(["python -m benchmarks.http_bench", *(argv or sys.argv[1:])]))
+    text = data["table"]
     if args.out is not None:
         m = data["machine"]
         head = (

@@ -94,3 +94,7 @@ _T0 = time.monotonic()
 def log(message: str) -> None:
     """Progress on stderr with seconds since start, so a cut-off log still shows the pace."""
     print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -40,17 +40,23 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _wait_ready(server: Server, path: str, timeout: float) -> None:
+def _wait_ready(server: Server, path: str, timeout: float, in_a_row: int = 1) -> None:
+    """`in_a_row` 200s on fresh connections: with several workers each must be ready."""
     deadline = time.monotonic() + timeout
+    ok = 0
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
                 f"{server.name} exited with {server.process.returncode}: {_tail(server.log)}"
             )
+        status = None
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.url + path, timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
+            status = httpx.get(server.url + path, timeout=2).status_code
+        ok = ok + 1 if status == 200 else 0
+        if ok >= in_a_row:
+            return
+        if not ok:
+            time.sleep(0.2)
     raise RuntimeError(f"{server.name} not ready after {timeout:.0f}s: {_tail(server.log)}")
 
 
@@ -77,6 +83,7 @@ def _started(
     ready: str,
     logdir: Path,
     timeout: float,
+    in_a_row: int = 1,
 ):
     logdir.mkdir(parents=True, exist_ok=True)
     log = logdir / f"{name}.log"
@@ -84,7 +91,7 @@ def _started(
         proc = subprocess.Popen(cmd, cwd=REPO, env=_env(env), stdout=out, stderr=subprocess.STDOUT)
     server = Server(name, f"http://127.0.0.1:{port}", proc, log)
     try:
-        _wait_ready(server, ready, timeout)
+        _wait_ready(server, ready, timeout, in_a_row)
         yield server
     finally:
         _stop(server)
@@ -97,8 +104,10 @@ def convserve(
     logdir: Path,
     env: dict[str, str] | None = None,
     timeout: float = 180.0,
+    name: str = "convserve",
 ) -> contextlib.AbstractContextManager[Server]:
-    """`python -m service` serving `model_root` (default `model`); ready when /readyz is 200."""
+    """`python -m service` serving `model_root` (default `model`); ready when /readyz is 200
+    (20 times in a row: with several workers, each of them)."""
     port = free_port()
     settings = {
         "CONVSERVE_MODEL_DIR": str(Path(model_root).resolve()),
@@ -109,7 +118,7 @@ def convserve(
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "service"]
-    return _started("convserve", cmd, settings, port, "/readyz", logdir, timeout)
+    return _started(name, cmd, settings, port, "/readyz", logdir, timeout, in_a_row=20)
 
 
 def plain(
