@@ -14,9 +14,9 @@ $(VENV)/.serve-deps: pyproject.toml | $(PY)
 	$(PIP) -e '.[cpu]'
 	touch $@
 
-# the suite also needs TensorFlow (parity, training) and the dev tools
+# the suite also needs TensorFlow (parity, training), the dev tools and OpenTelemetry
 $(VENV)/.test-deps: pyproject.toml | $(PY)
-	$(PIP) -e '.[cpu,train,dev]'
+	$(PIP) -e '.[cpu,train,dev,otel]'
 	touch $@ $(VENV)/.serve-deps
 
 # checkov (tests/deploy) pins packaging<24, which clashes with the dev tools:

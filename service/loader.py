@@ -86,7 +86,13 @@ def build_registry(
                 request_timeout_s=settings.request_timeout_s,
                 inline_max_pixels=settings.inline_decode_max_pixels,
             )
-            metrics.watch_model(name, ref.version, engine.provider)
+            metrics.watch_model(
+                name,
+                ref.version,
+                engine.provider,
+                requested=settings.providers,
+                max_queue=settings.max_queue,
+            )
             models.setdefault(name, {})[ref.version] = model
             log.info(
                 "loaded %s version %s from %s on %s%s",

@@ -10,7 +10,9 @@ them, whichever worker answers. Gauges say how they combine across workers.
 from __future__ import annotations
 
 import os
+import platform
 
+import onnxruntime
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -21,6 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from service import __version__, process_metrics
 from service.batcher import BatchObserver
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
@@ -107,6 +110,38 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.queue_capacity = Gauge(
+            "convserve_queue_capacity",
+            "images that may wait for inference before requests get 503 (max_queue per worker)",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.provider_requested = Gauge(
+            "convserve_provider_requested",
+            "1 for the `providers` setting (auto, cpu or cuda) the server was started with",
+            ["providers"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        # counted by the model lifecycle (load, reload); each served model starts at 0
+        self.load_failures = Counter(
+            "convserve_model_load_failures",
+            "attempts to load or reload a model version that failed",
+            ["model"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "convserve_build_info",
+            "1, labelled with the versions of convserve, onnxruntime and Python",
+            ["version", "onnxruntime", "python"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.build_info.labels(__version__, onnxruntime.__version__, platform.python_version()).set(
+            1
+        )
+        process_metrics.install(r, multiprocess=multiprocess_dir() is not None)
 
     def observer(self, model: str, version: str) -> BatchObserver:
         """Batch hooks bound to one model's label children (resolved once, not per call)."""
@@ -129,14 +164,28 @@ class Metrics:
             on_padding=padded.inc,
         )
 
-    def watch_model(self, model: str, version: str, provider: str) -> None:
+    def watch_model(
+        self,
+        model: str,
+        version: str,
+        provider: str,
+        *,
+        requested: str = "auto",
+        max_queue: int | None = None,
+    ) -> None:
+        """Series for a model version that starts serving: what alerts compare against."""
         self.queue_depth.labels(model, version).set(0)
         self.provider.labels(model, version, provider).set(1)
+        self.provider_requested.labels(requested).set(1)
+        self.load_failures.labels(model)  # exists (at 0) before the first failure
+        if max_queue is not None:
+            self.queue_capacity.labels(model, version).set(max_queue)
 
     def render(self) -> bytes:
         """The text exposition: this process's registry, or every worker's in multiprocess mode."""
         if multiprocess_dir() is None:
             return generate_latest(self.registry)
+        process_metrics.refresh()  # the answering worker's own readings, fresh
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined)
         return generate_latest(combined)
@@ -150,4 +199,5 @@ def multiprocess_dir() -> str | None:
 def process_stopped() -> None:
     """Drop this process's live gauges (in flight, queue depth, ready) from the sums."""
     if multiprocess_dir() is not None:
+        process_metrics.stop()
         multiprocess.mark_process_dead(os.getpid())
