@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535, description="0 lets the kernel pick a free port")
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    model_control: Literal["none", "poll", "explicit"] = Field(
+        "none",
+        description="none: serve what is in model_dir at start; poll: follow model_dir every "
+        "model_poll_s (new versions load, removed ones unload); explicit: load and unload "
+        "through POST /v2/repository/models/{name}/load|unload (needs workers=1)",
+    )
+    model_poll_s: float = Field(1.0, gt=0, description="seconds between model_dir scans (poll)")
 
     # onnxruntime
     providers: Literal["auto", "cpu", "cuda"] = "auto"
@@ -78,3 +85,15 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(20.0, ge=0)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _explicit_needs_one_worker(self) -> Settings:
+        # A repository request reaches one worker process; the others would keep serving
+        # the old set with no way to tell the client. Poll mode converges by itself.
+        if self.model_control == "explicit" and self.workers > 1:
+            raise ValueError(
+                "model_control=explicit needs workers=1: a load or unload request reaches "
+                "only the worker process that answers it; use model_control=poll with "
+                "several workers (each follows model_dir), or scale with more replicas"
+            )
+        return self

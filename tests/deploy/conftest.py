@@ -17,6 +17,7 @@ from deploy_support import (
     COMPOSED,
     DOCKERFILES,
     KUSTOMIZATIONS,
+    MODEL_VOLUME_KUSTOMIZATIONS,
     ROOT,
     DockerIgnore,
     checkov_path,
@@ -53,7 +54,7 @@ def run_checkov(framework: str, targets: list[str]) -> dict:
 def checkov_kubernetes(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """checkov's kubernetes report over every rendered kustomization."""
     out = tmp_path_factory.mktemp("rendered")
-    for name in KUSTOMIZATIONS:
+    for name in [*KUSTOMIZATIONS, *MODEL_VOLUME_KUSTOMIZATIONS]:
         (out / f"{name}.yaml").write_text(render_text(name))
     for name in COMPOSED:
         (out / f"{name}.yaml").write_text(render_composed_text(name))

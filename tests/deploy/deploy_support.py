@@ -33,6 +33,12 @@ KUSTOMIZATIONS = {
     "gpu": K8S / "overlays" / "gpu",
     "kserve": K8S / "kserve",
 }
+# rendered, validated and scanned like the above, but neither an overlay nor the
+# plain KServe predictor (tests/deploy/test_deploy_model_volume.py checks them)
+MODEL_VOLUME_KUSTOMIZATIONS = {
+    "kserve-model-volume": K8S / "kserve-model-volume",
+    "publish-model": K8S / "publish-model",
+}
 DOCKERFILES = {
     "gpu": DOCKER / "Dockerfile",
     "cpu": DOCKER / "Dockerfile.cpu",
@@ -86,7 +92,7 @@ def kubectl() -> str:
 def render_text(name: str) -> str:
     """`kubectl kustomize` output of one shipped kustomization (cached per session)."""
     out = subprocess.run(
-        [kubectl(), "kustomize", str(KUSTOMIZATIONS[name])],
+        [kubectl(), "kustomize", str({**KUSTOMIZATIONS, **MODEL_VOLUME_KUSTOMIZATIONS}[name])],
         capture_output=True,
         text=True,
         timeout=60,
@@ -100,6 +106,8 @@ COMPONENTS = ("servicemonitor", "model-from-image")
 COMPOSED = {
     "cpu+servicemonitor": ("cpu", ("servicemonitor",)),
     "gpu+all-components": ("gpu", COMPONENTS),
+    # model-volume replaces model-from-image (both provide the `models` volume)
+    "cpu+model-volume": ("cpu", ("servicemonitor", "model-volume")),
 }
 
 
