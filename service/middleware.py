@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import Draining, error_response, render
 from service.metrics import Metrics
+from service.server_state import ServerState
 
 log = logging.getLogger("convserve.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: `$` would allow a "\n"
@@ -41,12 +42,12 @@ class BodyTooLarge(HTTPException):
 
 class RequestMiddleware:
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, state: object
+        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, state: ServerState
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
-        self.state = state  # app.state: `.in_flight` counts requests for the drain
+        self.state = state  # the data plane's: `.in_flight` for the drain, `.draining`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

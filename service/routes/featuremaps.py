@@ -8,30 +8,27 @@ model version and layer, then served from memory.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service.auth import require_api_key
-from service.errors import InvalidParameter, NoFilters, UnknownLayer
+from service.dataplane import DataPlane
+from service.errors import InvalidParameter
 from service.models import ServedModel
 from service.routes.inputs import read_images
 from service.routes.predict import IMAGE_BODY, MODEL_PARAMS, query_param
-from service.visualize import feature_map_png, filters_png
+from service.visualize import feature_map_png
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
-def _layer(model: ServedModel, name: str | None) -> str:
+def _layer_param(model: ServedModel, name: str | None) -> str:
     if not name:
         raise InvalidParameter(
-            f"the `layer` query parameter is required; layers: {', '.join(model.layers)}",
+            f"the `layer` query parameter is required; layers: {', '.join(model.layers)}"
         )
-    if name not in model.layers:
-        raise UnknownLayer(model.unknown_layer_message(name))
     return name
 
 
@@ -50,28 +47,28 @@ def _layer(model: ServedModel, name: str | None) -> str:
     },
 )
 async def featuremaps(request: Request) -> Response:
-    state = request.app.state
-    deadline = time.monotonic() + state.settings.request_timeout_s
+    dataplane: DataPlane = request.app.state.dataplane
+    deadline = dataplane.deadline()
     query = request.query_params
-    model = state.registry.resolve(query.get("model"), query.get("version"))
-    layer = _layer(model, query.get("layer"))
+    model = dataplane.model(query.get("model"), query.get("version"))
+    spec = dataplane.layer(model, _layer_param(model, query.get("layer")))
     fmt = query.get("format", "png")
     if fmt not in ("png", "json"):
         raise InvalidParameter(f"format must be png or json, not {fmt!r}")
-    blobs, names = await read_images(request, state.settings.max_images_per_request)
+    blobs, names = await read_images(request, dataplane.settings.max_images_per_request)
     if len(blobs) != 1:
         raise InvalidParameter(f"/featuremaps takes exactly one image, not {len(blobs)}")
-    batch = await model.decode(blobs, names)
-    activation = (await model.infer(batch, (layer,), deadline=deadline))[layer][0]
+    activation = await dataplane.feature_map(
+        model, spec.name, blobs[0], name=names[0], deadline=deadline
+    )
     if fmt == "png":
-        loop = asyncio.get_running_loop()
-        png = await loop.run_in_executor(model.decode_pool, feature_map_png, activation)
-        return Response(png, media_type="image/png")
-    spec = model.layers[layer]
+        return Response(
+            await dataplane.offload(feature_map_png, activation), media_type="image/png"
+        )
     doc = {
         "model": {"name": model.name, "version": model.version},
         "filename": names[0],
-        "layer": layer,
+        "layer": spec.name,
         "kind": spec.kind,
         "shape": list(activation.shape),
         "values": activation.tolist(),
@@ -86,16 +83,6 @@ async def featuremaps(request: Request) -> Response:
     openapi_extra={"parameters": [MODEL_PARAMS[1]]},
 )
 async def filters(name: str, layer: str, request: Request) -> Response:
-    model = request.app.state.registry.resolve(name, request.query_params.get("version"))
-    if layer not in model.layers:
-        raise UnknownLayer(model.unknown_layer_message(layer))
-    cache: dict = request.app.state.filter_pngs
-    key = (model.name, model.version, layer)
-    png = cache.get(key)
-    if png is None:
-        kernel = model.filters.get(layer)
-        if kernel is None:
-            kind = model.layers[layer].kind
-            raise NoFilters(f"layer {layer!r} ({kind}) has no filters in filters.npz")
-        png = cache[key] = await asyncio.to_thread(filters_png, kernel)
-    return Response(png, media_type="image/png")
+    dataplane: DataPlane = request.app.state.dataplane
+    model = dataplane.model(name, request.query_params.get("version"))
+    return Response(await dataplane.filters_png(model, layer), media_type="image/png")

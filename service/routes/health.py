@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from service.errors import Draining, StartFailed, Starting, render
+from service.errors import render
 
 router = APIRouter()
 _OK = b'{"status":"ok"}'
@@ -23,16 +23,10 @@ async def healthz() -> Response:
 @router.get("/readyz", summary="Readiness: models loaded and warmed up, not draining")
 @router.head("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> Response:
-    state = request.app.state
-    if state.draining:
-        error = Draining("the server is shutting down")
-    elif state.failed:
-        error = StartFailed(state.failed)
-    elif not state.ready:
-        error = Starting("models are loading or warming up")
-    else:
+    refusal = request.app.state.dataplane.state.refusal()
+    if refusal is None:
         return Response(_READY, media_type="application/json")
-    return render(request.url.path, error)
+    return render(request.url.path, refusal)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

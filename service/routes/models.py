@@ -12,7 +12,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 @router.get("/models", summary="Every served model (latest version each)")
 async def list_models(request: Request) -> JSONResponse:
-    registry = request.app.state.registry
+    registry = request.app.state.dataplane.registry
     models = [
         {
             "name": m.name,
@@ -28,4 +28,4 @@ async def list_models(request: Request) -> JSONResponse:
 
 @router.get("/models/{name}", summary="Bundle metadata, versions, feature-map layers, provider")
 async def model_metadata(name: str, request: Request, version: str | None = None) -> JSONResponse:
-    return JSONResponse(request.app.state.registry.resolve(name, version).metadata())
+    return JSONResponse(request.app.state.dataplane.model(name, version).metadata())

@@ -8,14 +8,12 @@ in the OpenAPI document.
 from __future__ import annotations
 
 import json
-import time
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service.auth import require_api_key
-from service.bundle import PROBABILITIES_OUTPUT
+from service.dataplane import Classification, DataPlane
 from service.errors import InvalidParameter
 from service.routes.inputs import read_images
 
@@ -77,12 +75,11 @@ def parse_top_k(raw: str | None, classes: int) -> int:
     return value
 
 
-def predictions_json(
-    name: str, version: str, classes: list[str], probs: np.ndarray, filenames: list, k: int
-) -> bytes:
+def predictions_json(result: Classification, filenames: list) -> bytes:
     """The /predict answer, built once as plain lists (float32 -> exact Python floats)."""
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k].tolist()
-    rows = probs.tolist()
+    classes = result.model.bundle.classes
+    order = result.ranked()
+    rows = result.probabilities.tolist()
     predictions = []
     for filename, row, top in zip(filenames, rows, order, strict=True):
         ranked = [{"label": classes[j], "probability": row[j]} for j in top]
@@ -94,7 +91,10 @@ def predictions_json(
                 "top_k": ranked,
             }
         )
-    doc = {"model": {"name": name, "version": version}, "predictions": predictions}
+    doc = {
+        "model": {"name": result.model.name, "version": result.model.version},
+        "predictions": predictions,
+    }
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -112,14 +112,11 @@ def predictions_json(
     },
 )
 async def predict(request: Request) -> Response:
-    state = request.app.state
-    deadline = time.monotonic() + state.settings.request_timeout_s
+    dataplane: DataPlane = request.app.state.dataplane
+    deadline = dataplane.deadline()
     query = request.query_params
-    model = state.registry.resolve(query.get("model"), query.get("version"))
-    classes = model.bundle.classes
-    k = parse_top_k(query.get("top_k"), len(classes))
-    blobs, names = await read_images(request, state.settings.max_images_per_request)
-    batch = await model.decode(blobs, names)
-    out = await model.infer(batch, (PROBABILITIES_OUTPUT,), deadline=deadline)
-    body = predictions_json(model.name, model.version, classes, out[PROBABILITIES_OUTPUT], names, k)
-    return Response(body, media_type="application/json")
+    model = dataplane.model(query.get("model"), query.get("version"))
+    k = parse_top_k(query.get("top_k"), len(model.bundle.classes))
+    blobs, names = await read_images(request, dataplane.settings.max_images_per_request)
+    result = await dataplane.classify(model, blobs, names=names, top_k=k, deadline=deadline)
+    return Response(predictions_json(result, names), media_type="application/json")

@@ -8,7 +8,6 @@ shape checks, binary tensors, classification) lives in `service.oip`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -17,8 +16,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import require_api_key
+from service.dataplane import DataPlane
 from service.errors import APIError, BadRequest, TooLarge, UnsupportedMediaType
-from service.models import ServedModel
 from service.oip.codec import decompress
 from service.oip.metadata import model_metadata, server_metadata
 from service.oip.protocol import HEADER_LENGTH, ProtocolError
@@ -48,16 +47,13 @@ async def _protocol(work: Callable[[], T], offload: bool) -> T:
         raise _api_error(exc) from None
 
 
-def _server_ready(request: Request) -> bool:
-    state = request.app.state
-    return bool(getattr(state, "ready", False)) and not getattr(state, "draining", False)
+def _dataplane(request: Request) -> DataPlane:
+    return request.app.state.dataplane
 
 
-def _resolve(request: Request, name: str, version: str | None) -> ServedModel:
-    return request.app.state.registry.resolve(name, version)
-
-
+# both spellings: the OIP document writes `/v2/`, Triton's clients ask for `/v2`
 @router.get("", summary="Server metadata")
+@router.get("/", include_in_schema=False)
 async def metadata() -> dict:
     return server_metadata()
 
@@ -71,14 +67,14 @@ async def live() -> dict:
 @router.get("/health/ready", summary="Readiness: models loaded and warm, not draining")
 @router.head("/health/ready", include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
-    is_ready = _server_ready(request)
+    is_ready = _dataplane(request).ready()
     return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
 @router.get("/models/{name}", dependencies=_keyed, summary="Model metadata")
 @router.get("/models/{name}/versions/{version}", dependencies=_keyed, summary="Model metadata")
 async def model(request: Request, name: str, version: str | None = None) -> dict:
-    served = _resolve(request, name, version)
+    served = _dataplane(request).model(name, version)
     versions = [served.version] if version is not None else served.versions
     return model_metadata(served.name, served.bundle, versions)
 
@@ -88,8 +84,9 @@ async def model(request: Request, name: str, version: str | None = None) -> dict
     "/models/{name}/versions/{version}/ready", dependencies=_keyed, summary="Model readiness"
 )
 async def model_ready(request: Request, name: str, version: str | None = None) -> JSONResponse:
-    served = _resolve(request, name, version)
-    is_ready = _server_ready(request)
+    dataplane = _dataplane(request)
+    served = dataplane.model(name, version)
+    is_ready = dataplane.model_ready(served.name, served.version)
     return JSONResponse(
         {"name": served.name, "version": served.version, "ready": is_ready},
         status_code=200 if is_ready else 503,
@@ -99,9 +96,10 @@ async def model_ready(request: Request, name: str, version: str | None = None) -
 @router.post("/models/{name}/infer", dependencies=_keyed, summary="Inference")
 @router.post("/models/{name}/versions/{version}/infer", dependencies=_keyed, summary="Inference")
 async def infer(request: Request, name: str, version: str | None = None) -> Response:
-    settings = request.app.state.settings
-    deadline = time.monotonic() + settings.request_timeout_s
-    served = _resolve(request, name, version)
+    dataplane = _dataplane(request)
+    settings = dataplane.settings
+    deadline = dataplane.deadline()
+    served = dataplane.model(name, version)
     body = await request.body()
     encoding = request.headers.get("content-encoding")
     header_length = request.headers.get(HEADER_LENGTH)
@@ -111,8 +109,10 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
         return parse_infer(raw, header_length, served.bundle, settings.max_images_per_request)
 
     call = await _protocol(parse, len(body) > _OFFLOAD_BYTES or encoding is not None)
-    batch = call.tensor if call.tensor is not None else await served.decode(call.images)
-    results = await served.infer(batch, [o.name for o in call.outputs], deadline=deadline)
+    inputs = call.tensor if call.tensor is not None else call.images
+    results = await dataplane.infer(
+        served, inputs, [o.name for o in call.outputs], deadline=deadline
+    )
 
     def build() -> InferResponse:
         return build_infer_response(

@@ -291,3 +291,31 @@ def test_api_key_and_batch_limit_apply() -> None:
             assert caught.value.status() == "413"
         finally:
             tc.close()
+
+
+def test_every_path_of_the_oip_rest_document_answers_as_documented(client: httpx.Client) -> None:
+    """KServe's open_inference_rest.yaml: each path, no redirect, the required fields."""
+    for path in ("/v2/", "/v2"):  # the document writes `/v2/`; Triton's clients ask for `/v2`
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 200, (path, r.status_code, r.headers.get("location"))
+        assert {"name", "version", "extensions"} <= set(r.json())
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").status_code == 200
+    for path in ("/v2/models/digits", "/v2/models/digits/versions/1"):
+        meta = client.get(path, follow_redirects=False).json()
+        assert {"name", "platform", "versions", "inputs", "outputs"} <= set(meta), path
+        for tensor in meta["inputs"] + meta["outputs"]:
+            assert {"name", "datatype", "shape"} <= set(tensor)
+    for path in ("/v2/models/digits/ready", "/v2/models/digits/versions/1/ready"):
+        assert client.get(path, follow_redirects=False).status_code == 200, path
+    data = base64.b64encode(distinct_label_images(1)[0][1]).decode()
+    request = {
+        "inputs": [{"name": "image_bytes", "shape": [1], "datatype": "BYTES", "data": [data]}]
+    }
+    for path in ("/v2/models/digits/infer", "/v2/models/digits/versions/1/infer"):
+        r = client.post(path, json=request, follow_redirects=False)
+        assert r.status_code == 200, (path, r.text)
+        answer = r.json()
+        assert {"model_name", "outputs"} <= set(answer)
+        for output in answer["outputs"]:
+            assert {"name", "shape", "datatype", "data"} <= set(output)

@@ -1,0 +1,248 @@
+"""The one path below every protocol: models, lifecycle, admission, deadlines, inference.
+
+Like Seldon MLServer's `DataPlane`: one object, created with the app and
+started in its lifespan, stored as `app.state.dataplane` and handed to every
+front door (`/predict` and its raw-body fast path, `/featuremaps`, `/v2`,
+`/models`, the probes, and the V1/gRPC adapters). Adapters parse their wire
+format, call these operations and render the answer; every failure raised here
+is an `APIError` subclass (service/errors.py) that each protocol renders its
+own way. Knows no HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+
+from service.bundle import PROBABILITIES_OUTPUT, FeatureMapSpec
+from service.errors import InvalidParameter, NoFilters, UnknownLayer
+from service.inference_thread import InferenceThread
+from service.loader import StartupError, build_registry, warm_up
+from service.metrics import Metrics
+from service.models import Registry, ServedModel
+from service.server_state import ServerState
+from service.settings import Settings
+from service.visualize import filters_png
+
+log = logging.getLogger("convserve.dataplane")
+T = TypeVar("T")
+Inputs = np.ndarray | Sequence[bytes]  # a preprocessed N x H x W x C batch, or encoded images
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Class probabilities per image and the top-k class indices, best first."""
+
+    model: ServedModel
+    probabilities: np.ndarray  # (N, classes) float32
+    top_k: int
+
+    def ranked(self) -> list[list[int]]:
+        """Per image, the top_k class indices by probability (ties: the lower index first)."""
+        order = np.argsort(-self.probabilities, axis=1, kind="stable")
+        return order[:, : self.top_k].tolist()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's cpuset or taskset), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class DataPlane:
+    """Everything between a parsed request and onnxruntime, once for every protocol."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.state = ServerState(on_ready=lambda ready: metrics.ready.set(int(ready)))
+        self._registry: Registry | None = None
+        self._worker: InferenceThread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._filter_pngs: weakref.WeakKeyDictionary[ServedModel, dict[str, bytes]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # ---- lifecycle --------------------------------------------------------
+    async def start(self) -> None:
+        """Load every bundle and create its session (StartupError); warm up in the background."""
+        settings = self.settings
+        self._worker = InferenceThread(count=settings.inference_threads)
+        # One more decode thread than CPUs: while one waits for the GIL (held by the event
+        # loop), the others keep every core decoding (+13% images/s measured on 2 cores).
+        self._pool = ThreadPoolExecutor(
+            settings.decode_threads or usable_cpus() + 1, thread_name_prefix="convserve-decode"
+        )
+        try:
+            self._registry = build_registry(
+                settings, metrics=self.metrics, worker=self._worker, decode_pool=self._pool
+            )
+        except Exception as exc:
+            log.error("refusing to start: %s", exc)
+            self._close_threads(wait=False)
+            raise StartupError(str(exc)) from None
+        self.spawn(self._warm())
+
+    async def _warm(self) -> None:
+        try:
+            await asyncio.to_thread(warm_up, self.registry, self.settings.max_batch_size)
+        except Exception as exc:  # e.g. out of GPU memory for the largest bucket
+            self.state.to_failed(f"warm-up failed: {type(exc).__name__}: {exc}")
+            log.exception("%s; staying unready", self.state.reason)
+            return
+        self.state.to_ready()
+        if self.state.ready:
+            log.info(
+                "ready: %s",
+                ", ".join(f"{m.name}/{m.version} on {m.provider}" for m in self.registry.all()),
+            )
+
+    def spawn(self, coro) -> asyncio.Task:
+        """A background task the data plane keeps a reference to until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, timeout_s: float) -> None:
+        """Readiness off and new work refused; wait (up to `timeout_s`) for in-flight requests."""
+        self.state.to_draining()
+        until = time.monotonic() + timeout_s
+        while self.state.in_flight > 0 and time.monotonic() < until:
+            await asyncio.sleep(0.02)
+        await self._drain_batchers()
+
+    async def _drain_batchers(self) -> None:
+        if self._registry is not None:
+            for model in self._registry.all():
+                await model.batcher.drain()
+
+    async def stop(self) -> None:
+        """Shutdown: finish what is queued, then stop the threads."""
+        self.state.to_draining()
+        await self._drain_batchers()
+        self._close_threads(wait=True)
+
+    def _close_threads(self, wait: bool) -> None:
+        if self._worker is not None:
+            self._worker.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait)
+
+    # ---- health -----------------------------------------------------------
+    def live(self) -> bool:
+        return True  # answering at all is liveness: the event loop runs
+
+    def ready(self) -> bool:
+        return self.state.ready
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        """Whether `name` (and `version`) can serve now; UnknownModel / UnknownVersion."""
+        self.model(name, version)
+        return self.state.ready
+
+    # ---- models -----------------------------------------------------------
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise RuntimeError("the data plane has not started")
+        return self._registry
+
+    def model(self, name: str | None = None, version: str | None = None) -> ServedModel:
+        """The served model (the default name, the latest version); UnknownModel/UnknownVersion."""
+        return self.registry.resolve(name, version)
+
+    def layer(self, model: ServedModel, name: str) -> FeatureMapSpec:
+        """A feature-map layer of `model`; UnknownLayer."""
+        spec = model.layers.get(name)
+        if spec is None:
+            raise UnknownLayer(model.unknown_layer_message(name))
+        return spec
+
+    def deadline(self, timeout_s: float | None = None) -> float:
+        """The time.monotonic() by which a request starting now must be answered."""
+        return time.monotonic() + (
+            self.settings.request_timeout_s if timeout_s is None else timeout_s
+        )
+
+    # ---- operations -------------------------------------------------------
+    async def decode(
+        self, model: ServedModel, blobs: Sequence[bytes], names: Sequence[str | None] | None = None
+    ) -> np.ndarray:
+        """Encoded images -> the model's (N, H, W, C) float32 input, as training preprocessed."""
+        return await model.decode(blobs, names)
+
+    async def infer(
+        self,
+        model: ServedModel,
+        inputs: Inputs,
+        outputs: Sequence[str] = (PROBABILITIES_OUTPUT,),
+        *,
+        names: Sequence[str | None] | None = None,
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Rows through the model's batcher: output name -> (N, ...) array."""
+        batch = (
+            inputs if isinstance(inputs, np.ndarray) else await self.decode(model, inputs, names)
+        )
+        return await model.infer(batch, outputs, deadline=deadline)
+
+    async def classify(
+        self,
+        model: ServedModel,
+        inputs: Inputs,
+        *,
+        top_k: int,
+        names: Sequence[str | None] | None = None,
+        deadline: float | None = None,
+    ) -> Classification:
+        classes = len(model.bundle.classes)
+        if not 1 <= top_k <= classes:
+            raise InvalidParameter(f"top_k must be an integer from 1 to {classes}, not {top_k!r}")
+        out = await self.infer(
+            model, inputs, (PROBABILITIES_OUTPUT,), names=names, deadline=deadline
+        )
+        return Classification(model, out[PROBABILITIES_OUTPUT], top_k)
+
+    async def feature_map(
+        self,
+        model: ServedModel,
+        layer: str,
+        image: bytes | np.ndarray,
+        *,
+        name: str | None = None,
+        deadline: float | None = None,
+    ) -> np.ndarray:
+        """One image's activations of `layer` (H x W x C); UnknownLayer."""
+        self.layer(model, layer)
+        inputs = image[np.newaxis] if isinstance(image, np.ndarray) else [image]
+        out = await self.infer(model, inputs, (layer,), names=[name], deadline=deadline)
+        return out[layer][0]
+
+    async def offload(self, fn: Callable[..., T], *args: object) -> T:
+        """CPU-heavy work (PNG encoding, explanations) in the decode pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def filters_png(self, model: ServedModel, layer: str) -> bytes:
+        """A Conv2D layer's kernels as a PNG grid, drawn once per model version and layer."""
+        spec = self.layer(model, layer)
+        cache = self._filter_pngs.setdefault(model, {})
+        png = cache.get(layer)
+        if png is None:
+            kernel = model.filters.get(layer)
+            if kernel is None:
+                raise NoFilters(f"layer {layer!r} ({spec.kind}) has no filters in filters.npz")
+            png = cache[layer] = await asyncio.to_thread(filters_png, kernel)
+        return png
