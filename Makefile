@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: serve test lint format train-digits clean
+.PHONY: serve test lint format train-digits grpc-stubs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ train-digits: $(VENV)/.test-deps
 	rm -rf data/digits
 	$(VENV)/bin/convserve-train digits data/digits
 	$(VENV)/bin/convserve-train train data/digits --out $(MODELS_OUT) --name digits --version 1 --config training/configs/digits.json
+
+# service/grpc/grpc_predict_v2_pb2*.py from grpc_predict_v2.proto (grpcio-tools, dev extra);
+# commit the result. tests/service/test_grpc_stubs.py fails when they are stale.
+grpc-stubs: $(VENV)/.test-deps
+	$(PY) service/grpc/generate.py
 
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache

@@ -115,6 +115,7 @@ def convserve(
         "CONVSERVE_HOST": "127.0.0.1",
         "CONVSERVE_PORT": str(port),
         "CONVSERVE_LOG_LEVEL": "warning",
+        "CONVSERVE_GRPC_PORT": "0",  # off unless `env` asks (benchmarks/grpc_bench.py does)
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "service"]

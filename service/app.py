@@ -26,13 +26,16 @@ from service.auth import require_api_key
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.fastpath import RawPredictFastPath
+from service.grpc.server import start_grpc
+from service.loader import StartupError
 from service.logging import configure_logging
 from service.metrics import Metrics, process_stopped
 from service.middleware import RequestMiddleware
-from service.routes import featuremaps, health, models, predict
+from service.routes import featuremaps, health, models, predict, v1
 from service.settings import Settings
 
 log = logging.getLogger("convserve.app")
+GRPC_GRACE_S = 5.0  # at shutdown, for gRPC calls still running
 
 
 def _install_drain_handler(dataplane: DataPlane, loop: asyncio.AbstractEventLoop) -> None:
@@ -68,10 +71,17 @@ async def _drain(dataplane: DataPlane, previous, sig: int) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     dataplane: DataPlane = app.state.dataplane
     await dataplane.start()  # StartupError: the server refuses to start
+    try:  # gRPC on this same loop, over the same data plane (None when grpc_port is 0)
+        app.state.grpc = await start_grpc(dataplane, app.state.settings)
+    except StartupError:
+        await dataplane.stop()
+        raise
     _install_drain_handler(dataplane, asyncio.get_running_loop())
     try:
         yield
     finally:
+        if app.state.grpc is not None:  # in-flight calls were drained with the HTTP ones
+            await app.state.grpc.stop(min(dataplane.settings.drain_timeout_s, GRPC_GRACE_S))
         await dataplane.stop()
         process_stopped()
         log.info("stopped")
@@ -105,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(featuremaps.router)
     app.include_router(models.router)
+    app.include_router(v1.router)  # TensorFlow Serving / KServe V1
     # --- Open Inference Protocol (v2): included when service/routes/v2.py exists ---
     try:
         from service.routes import v2

@@ -11,25 +11,31 @@ from __future__ import annotations
 import hmac
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from service.errors import Unauthorized
 
 
 async def require_api_key(request: Request) -> None:
-    key = request.app.state.settings.api_key
+    headers = request.headers
+    check_api_key(
+        request.app.state.settings.api_key, headers.get("x-api-key"), headers.get("authorization")
+    )
+
+
+def check_api_key(key: SecretStr | None, x_api_key: str | None, authorization: str | None) -> None:
+    """The check itself, for every protocol (gRPC passes its metadata); Unauthorized."""
     if key is None:
         return
     expected = key.get_secret_value().encode()
-    headers = request.headers
-    given = headers.get("x-api-key")
+    given = x_api_key
     if given is None:
-        auth = headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
+        scheme, _, token = (authorization or "").partition(" ")
         given = token.strip() if scheme.lower() == "bearer" else None
     if given is None:
         raise Unauthorized(
             "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
         )
     # Starlette decodes header bytes as latin-1: encoding back gives the bytes sent
-    if not hmac.compare_digest(given.encode("latin-1"), expected):
+    if not hmac.compare_digest(given.encode("latin-1", "replace"), expected):
         raise Unauthorized("invalid API key")

@@ -49,14 +49,29 @@ def parse_infer(
     """Parse and check a whole infer request against `bundle`; raises ProtocolError."""
     header, tail = split_body(body, header_length)
     request = parse_header(header)
+    check_inputs(request)
+    return check_request(request, _binary_slice(request.inputs[0], tail), bundle, max_batch)
+
+
+def check_inputs(request: InferRequest) -> None:
+    """The model takes exactly one of its two inputs per request."""
     if len(request.inputs) != 1:
         raise ProtocolError(
             400,
             f"send exactly one input, {IMAGE_INPUT!r} (FP32) or {BYTES_INPUT!r} (BYTES); "
             f"got {len(request.inputs)}",
         )
+
+
+def check_request(
+    request: InferRequest, raw: memoryview | None, bundle: Bundle, max_batch: int
+) -> InferCall:
+    """Check a parsed request with one input against `bundle` (REST and gRPC share this).
+
+    `raw` is the input's bytes in the binary layout (FP32 little-endian, BYTES
+    length-prefixed), or None when the values are in the input's `data`.
+    """
     spec = request.inputs[0]
-    raw = _binary_slice(spec, tail)
     outputs = _outputs(request, bundle)
     if spec.name == IMAGE_INPUT:
         tensor = _image_tensor(spec, raw, bundle, max_batch)

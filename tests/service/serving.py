@@ -37,10 +37,23 @@ DIGITS = MODELS / "digits" / "1"
 
 
 def settings(**overrides: object) -> Settings:
-    """Test settings: the committed models, quiet logs, everything else overridable."""
-    values: dict[str, object] = {"model_dir": MODELS, "log_level": "warning", "providers": "cpu"}
+    """Test settings: the committed models, quiet logs, gRPC off (`grpc_port=free_port()`
+    turns it on), everything else overridable."""
+    values: dict[str, object] = {
+        "model_dir": MODELS,
+        "log_level": "warning",
+        "providers": "cpu",
+        "grpc_port": 0,
+    }
     values.update(overrides)
     return Settings(**values)
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for gRPC, whose 0 means off)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class LiveServer:
@@ -72,6 +85,11 @@ class LiveServer:
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kw)
 
+    @property
+    def grpc_target(self) -> str:
+        """host:port of the gRPC front door (started with `settings(grpc_port=free_port())`)."""
+        return f"127.0.0.1:{self.app.state.grpc.port}"
+
 
 def wait_ready(url: str, alive, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
@@ -93,6 +111,7 @@ class ServerProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSERVE_")}
         full_env.update({"PYTHONPATH": str(ROOT), "CONVSERVE_MODEL_DIR": str(MODELS)})
+        full_env["CONVSERVE_GRPC_PORT"] = "0"  # not 8001: tests run side by side
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "--port", "0", *args],
