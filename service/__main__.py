@@ -6,22 +6,35 @@ Every flag mirrors a `Settings` field (`--max-batch-size` is
 handed to the worker processes through the environment and each builds its
 app with the `service.app:create_app` factory; the workers then share their
 metrics through PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory unless
-it is set), so `/metrics` counts every worker's requests.
+it is set), so `/metrics` counts every worker's requests. A worker dies with
+its parent (SIGTERM, then its own drain): a SIGKILLed parent leaves no
+orphans still listening on the port.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
+from service.connection import uvicorn_options
 from service.settings import Settings
+
+log = logging.getLogger("convserve.main")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def parse(argv: Sequence[str] | None = None) -> Settings:
@@ -73,26 +86,64 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(f"convserve: invalid settings: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
-    common = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_config": None,  # service.logging configures the loggers
-        "access_log": False,  # the middleware writes one line per request
-        "timeout_graceful_shutdown": max(1, int(settings.drain_timeout_s)),
-        "log_level": settings.log_level,
-        "server_header": False,
-    }
+    common = uvicorn_options(settings)
     if settings.workers == 1:
         from service.app import create_app
 
-        uvicorn.run(create_app(settings), **common)
+        app = create_app(settings)  # configures the loggers
+        _announce(settings)
+        uvicorn.run(app, **common)
     else:
         from service.logging import configure_logging
 
         configure_logging(settings.log_format, settings.log_level)  # uvicorn's own lines too
+        _announce(settings)
         _export(settings)
         with _shared_metrics_dir():
-            uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
+            uvicorn.run(
+                "service.__main__:worker_app", factory=True, workers=settings.workers, **common
+            )
+
+
+def _announce(settings: Settings) -> None:
+    if settings.api_key is None:
+        log.warning(
+            "no API key is set (CONVSERVE_API_KEY): every endpoint is open to anyone who can "
+            "reach %s:%d",
+            settings.host,
+            settings.port,
+        )
+
+
+def worker_app() -> FastAPI:
+    """The app of one `--workers` process, which first ties its life to the parent's."""
+    from service.app import create_app
+
+    _die_with_parent()
+    return create_app()
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this process when its parent exits, however the parent ends (SIGKILL too).
+
+    Linux: the kernel's parent-death signal. Elsewhere: a thread that watches the
+    parent pid. Either way a parent already gone when this runs is caught too.
+    """
+    parent = multiprocessing.parent_process()
+    parent_pid = parent.pid if parent is not None else os.getppid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+            if os.getppid() != parent_pid:  # the parent died before prctl
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="convserve-parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
 import time
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Control characters (and Unicode line breaks) in the arguments of a text log line are
+# escaped: a request path with %0a must not write a forged second line. The message
+# template is the code's own (uvicorn logs a start-up traceback as one); tabs stay.
+# JSON escapes everything itself.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 9} | {
+    c: f"\\u{c:04x}" for c in (0x85, 0x2028, 0x2029)
+}
+
+
+def _escaped(value: object) -> object:
+    if isinstance(value, str | BaseException):
+        return str(value).translate(_ESCAPES)
+    return value
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message`; request data in the arguments cannot break the line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.args:
+            record = copy.copy(record)  # other handlers see the record as it was
+            if isinstance(record.args, dict):
+                record.args = {k: _escaped(v) for k, v in record.args.items()}
+            else:
+                record.args = tuple(_escaped(v) for v in record.args)
+        return super().format(record)
 
 
 class JSONFormatter(logging.Formatter):
@@ -36,7 +66,7 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     for name in ("convserve", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [handler] if name != "uvicorn.error" else []

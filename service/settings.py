@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,11 +86,41 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(64, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
 
+    # connections: bounds against slow and oversized requests (service/connection.py)
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request line + headers per request (431 beyond)"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must arrive within this (408, closed)"
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="a request's body must arrive within this after its headers"
+    )
+    max_connections: int = Field(
+        512, ge=1, description="open connections per worker; requests beyond get 503"
+    )
+
     # security and operations
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(
+        None, description="unset: no key (logged at start); empty or padded: refused"
+    )
     drain_timeout_s: float = Field(20.0, ge=0)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_key")
+    @classmethod
+    def _usable_key(cls, key: SecretStr | None) -> SecretStr | None:
+        """An empty key (`CONVSERVE_API_KEY=` from an unset variable) would look like auth
+        and be none; spaces or control characters can never arrive in a header."""
+        if key is None:
+            return None
+        value = key.get_secret_value()
+        if not value:
+            raise ValueError("the API key is empty: unset it to run without a key")
+        if value != value.strip(" \t") or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("the API key has leading/trailing spaces or control characters")
+        return key
 
     @model_validator(mode="after")
     def _explicit_needs_one_worker(self) -> Settings:

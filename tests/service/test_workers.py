@@ -1,4 +1,5 @@
-"""`--workers 2`: both worker processes serve, and /metrics counts all of them."""
+"""`--workers 2`: both worker processes serve, /metrics counts all of them, and the
+workers die with their parent, however it ends."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.service.hardening_support import children, wait_gone
 from tests.service.serving import DIGITS, ServerProcess
 
 SEVEN = (DIGITS.parents[2] / "tests" / "data" / "seven.png").read_bytes()
@@ -62,4 +64,45 @@ def test_two_workers_share_one_view_of_the_metrics() -> None:
             assert metrics["convserve_requests_in_flight"] == 1  # this scrape
             assert metrics["convserve_model_provider"] == 1  # livemax, not one per worker
     finally:
+        _stop(server)
+
+
+def _workers(server: ServerProcess) -> list[int]:
+    """The worker processes (uvicorn's parent also runs a resource tracker: not a worker)."""
+    return [p for p in children(server.proc.pid) if "spawn_main" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stop(server: ServerProcess) -> None:
+    """SIGTERM, then wait for the parent and every process it started."""
+    pids = children(server.proc.pid) if server.proc.poll() is None else []
+    server.terminate()
+    try:
+        server.proc.wait(30)
+    finally:
         server.stop()
+    assert wait_gone(pids, 30) == [], server.output[-3000:]
+
+
+def test_workers_die_with_a_killed_parent() -> None:
+    """SIGKILL leaves the parent no chance to stop its workers: the kernel tells them."""
+    server = ServerProcess("--workers", "2")
+    try:
+        server.start(timeout=60)
+        workers = _workers(server)
+        assert len(workers) == 2, children(server.proc.pid)
+        server.stop()  # SIGKILL
+        started = time.monotonic()
+        left = wait_gone(workers, 30)
+        assert left == [], f"orphaned workers {left} still run:\n{server.output[-3000:]}"
+        assert time.monotonic() - started < 25  # idle workers drain at once
+    finally:
+        server.stop()
+        wait_gone(children(server.proc.pid) if server.proc.poll() is None else [], 5)

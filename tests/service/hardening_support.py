@@ -1,0 +1,119 @@
+"""Measuring a server process from outside: its children, its RSS and its peak RSS,
+/healthz latency while something else runs, and raw sockets for what HTTP clients
+cannot send (Linux /proc)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (all its threads' children)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text()
+        out.extend(int(p) for p in text.split())
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """The pids still running after up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_mib(pid: int) -> float:
+    return _status_kib(pid, "VmRSS") / 1024
+
+
+@contextmanager
+def peak_rss_growth(pid: int) -> Iterator[dict[str, float]]:
+    """`out["mib"]`: how far the peak RSS rose above the RSS at entry, while inside.
+
+    Resets the kernel's high-water mark (clear_refs 5) at entry, reads it at exit:
+    no sample can miss a short peak."""
+    out: dict[str, float] = {}
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    before = rss_mib(pid)
+    yield out
+    out["mib"] = _status_kib(pid, "VmHWM") / 1024 - before
+
+
+@contextmanager
+def healthz_latency(url: str) -> Iterator[dict[str, float]]:
+    """`out["max_ms"]`: the slowest /healthz answer while inside (probing every 20 ms)."""
+    out = {"max_ms": 0.0, "probes": 0}
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():
+                start = time.perf_counter()
+                c.get(url + "/healthz")
+                out["max_ms"] = max(out["max_ms"], (time.perf_counter() - start) * 1000)
+                out["probes"] += 1
+                stop.wait(0.02)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 30) -> bytes:
+    """Everything the server sends until it closes (a reset ends it too)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return data
+
+
+def status_of(response: bytes) -> int | None:
+    if not response.startswith(b"HTTP/1.1 "):
+        return None
+    return int(response[9:12])
