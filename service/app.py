@@ -31,7 +31,7 @@ from service.loader import StartupError
 from service.logging import configure_logging
 from service.metrics import Metrics, process_stopped
 from service.middleware import RequestMiddleware
-from service.routes import featuremaps, health, models, predict, v1
+from service.routes import explain, featuremaps, health, models, predict, v1
 from service.settings import Settings
 
 log = logging.getLogger("convserve.app")
@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(featuremaps.router)
     app.include_router(models.router)
+    app.include_router(explain.router)
     app.include_router(v1.router)  # TensorFlow Serving / KServe V1
     # --- Open Inference Protocol (v2): included when service/routes/v2.py exists ---
     try:

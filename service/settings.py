@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)
     max_images_per_request: int = Field(64, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    explain_max_variants: int = Field(
+        1024, ge=1, description="occluded copies one /explain request may run (window, stride)"
+    )
 
     # connections: bounds against slow and oversized requests (service/connection.py)
     max_header_bytes: int = Field(
