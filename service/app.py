@@ -19,8 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from service.auth import require_api_key
 from service.dataplane import DataPlane
@@ -31,7 +30,8 @@ from service.loader import StartupError
 from service.logging import configure_logging
 from service.metrics import Metrics, process_stopped
 from service.middleware import RequestMiddleware
-from service.routes import explain, featuremaps, health, models, predict, v1
+from service.routes import docs as docs_routes
+from service.routes import explain, featuremaps, health, models, page, pictures, predict, v1
 from service.settings import Settings
 
 log = logging.getLogger("convserve.app")
@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(featuremaps.router)
     app.include_router(models.router)
     app.include_router(explain.router)
+    app.include_router(pictures.router)
+    app.include_router(page.router)
     app.include_router(v1.router)  # TensorFlow Serving / KServe V1
     # --- Open Inference Protocol (v2): included when service/routes/v2.py exists ---
     try:
@@ -131,13 +133,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _add_docs(app: FastAPI) -> None:
-    """/openapi.json and /docs, behind the API key like everything else."""
+    """/openapi.json and /docs (service/routes/docs.py: offline), behind the API key."""
     guard = [Depends(require_api_key)]
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/docs", include_in_schema=False, dependencies=guard)
-    async def docs(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="convserve API")
+    app.include_router(docs_routes.router)
