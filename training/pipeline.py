@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from service.bundle import CHANNELS_BY_COLOR_MODE, Bundle, InputSpec, Metrics
-from training import bundle_writer, plots
+from training import augmentation, bundle_writer, plots
 from training.config import RunConfig, as_dict
 from training.data import load_data, scan_directory, warn_skipped
 from training.errors import TrainingError
@@ -72,6 +72,9 @@ def run_train(request: TrainRequest) -> tuple[Bundle, Path]:
     print(f"exporting with tf2onnx, checking onnxruntime on {len(sample)} validation images")
     exported = convert(model, sample)
     curves = plots.training_curves(result.history)
+    augmented = augmentation.augmentation_png(
+        data.train_generator, data.train, config.data, seed=config.training.seed
+    )
     matrix_png, matrix = plots.confusion_matrix(result.val_true, result.val_pred, data.classes)
     record = {
         "data_dir": str(request.data_dir),
@@ -105,6 +108,7 @@ def run_train(request: TrainRequest) -> tuple[Bundle, Path]:
         pictures={
             "training_curves.png": curves,
             "confusion_matrix.png": matrix_png,
+            "augmentation.png": augmented,
             "training.json": (json.dumps(record, indent=2) + "\n").encode(),
         },
     )

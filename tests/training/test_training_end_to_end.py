@@ -48,8 +48,8 @@ def test_bundle_is_valid_and_complete(trained: Trained) -> None:
     assert bundle.sha256 == file_sha256(trained.bundle_dir / "model.onnx")
     names = {p.name for p in trained.bundle_dir.iterdir()}
     assert names == {"model.onnx", "bundle.json", "filters.npz", "training_curves.png",
-                     "confusion_matrix.png", "training.json"}  # fmt: skip
-    for picture in ("training_curves.png", "confusion_matrix.png"):
+                     "confusion_matrix.png", "augmentation.png", "training.json"}  # fmt: skip
+    for picture in ("training_curves.png", "confusion_matrix.png", "augmentation.png"):
         with Image.open(trained.bundle_dir / picture) as image:
             assert image.format == "PNG" and image.width > 100
     leftovers = [p for p in trained.models_dir.rglob("*") if ".partial-" in p.name]
