@@ -77,7 +77,7 @@ class ModelControl:
         poll_s: float = 1.0,
         free_timeout_s: float = 60.0,
         metrics: LifecycleMetrics | None = None,
-        on_unloaded: Callable[[str, str], None] = lambda name, version: None,
+        on_unloaded: Callable[[str, str, str], None] = lambda name, version, provider: None,
     ) -> None:
         self.mode = mode
         self.scanner = scanner
@@ -90,23 +90,36 @@ class ModelControl:
         self._lock = asyncio.Lock()
         self._loaded: dict[tuple[str, str], Fingerprint] = {}  # what each served version is
         self._failed: dict[tuple[str, str], Fingerprint] = {}  # loads not to retry unchanged
-        self._invalid: dict[tuple[str, str], tuple[Fingerprint, bool]] = {}  # counted yet?
+        # invalid versions: fingerprint, since when unchanged, counted as a failure yet
+        self._invalid: dict[tuple[str, str], tuple[Fingerprint | None, float, bool]] = {}
+        self.settle_s = max(3 * poll_s, 5.0)
         self._unloaded: set[str] = set()  # explicitly unloaded names (explicit mode)
         self._retiring: set[asyncio.Task] = set()
+        self._poller: asyncio.Task | None = None
         self.index = Index()
 
     # ---- start-up -------------------------------------------------------
-    def adopt(self, candidates: dict[str, dict[str, Candidate]]) -> None:
-        """Record what start-up loaded (the registry's current models) as in sync with disk."""
+    def adopt(
+        self,
+        candidates: dict[str, dict[str, Candidate]],
+        failures: dict[tuple[str, str], str] | None = None,
+    ) -> None:
+        """Record what start-up loaded (the registry's models) and what it could not (why)."""
         served = self.registry.models()
+        failures = failures or {}
         for name, versions in candidates.items():
             for version, cand in versions.items():
                 if version in served.get(name, {}):
                     self._loaded[(name, version)] = cand.fingerprint
-                    self.index.set(name, version, State.READY)
+                elif (name, version) in failures:
+                    self._failed[(name, version)] = cand.fingerprint
+                    reason = f"load failed: {failures[(name, version)]}"
+                    self.index.set(name, version, State.UNAVAILABLE, reason)
                 else:
                     self.index.set(name, version, State.UNAVAILABLE, cand.reason or "not loaded")
         for name, versions in served.items():
+            for version in versions:
+                self.index.set(name, version, State.READY)
             if self._metrics is not None:
                 self._metrics.serving(name, list(versions), [])
 
@@ -155,7 +168,14 @@ class ModelControl:
             del served
             await asyncio.gather(*[t for t in tasks if t is not None])
 
-    async def run(self) -> None:
+    def start(self) -> None:
+        """Poll mode: start polling the model directory (on the running loop)."""
+        if self.mode == "poll" and self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._run())
+            log.info("polling %s every %.1f s for new model versions", self.scanner.model_dir,
+                     self.poll_s)  # fmt: skip
+
+    async def _run(self) -> None:
         """The poll loop: runs until cancelled; a failing pass is logged, the next one runs."""
         while True:
             await asyncio.sleep(self.poll_s)
@@ -165,7 +185,11 @@ class ModelControl:
                 log.exception("model directory poll failed; retrying in %.1f s", self.poll_s)
 
     async def close(self) -> None:
-        """Wait for versions still being retired (shutdown)."""
+        """Shutdown: stop polling, wait for versions still being retired."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+            self._poller = None
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
@@ -225,20 +249,20 @@ class ModelControl:
                 self.index.drop(*key)  # neither on disk nor served (nor still draining)
 
     def _count_invalid(self, cand: Candidate, *, settled: bool) -> None:
-        """Count an invalid version as a load failure once its files stop changing (the
-        same fingerprint on two polls, or an explicit load): a copy still in progress is
-        not a failure, a corrupt or stalled one is."""
+        """Count an invalid version as a load failure once its files have not changed for
+        `settle_s` (or at an explicit load): a copy in progress is not a failure, a corrupt
+        or abandoned one is, once."""
         key = (cand.name, cand.version)
-        seen = self._invalid.get(key)
-        if seen == (cand.fingerprint, True):
-            return
-        if settled or seen == (cand.fingerprint, False):
-            self._invalid[key] = (cand.fingerprint, True)
+        fingerprint, since, counted = self._invalid.get(key, (None, 0.0, False))
+        now = time.monotonic()
+        if fingerprint != cand.fingerprint:
+            fingerprint, since, counted = cand.fingerprint, now, False
+        if not counted and (settled or now - since >= self.settle_s):
+            counted = True
             if self._metrics is not None:
                 self._metrics.failed(cand.name)
             log.error("%s version %s is not served: %s", cand.name, cand.version, cand.reason)
-        else:
-            self._invalid[key] = (cand.fingerprint, False)
+        self._invalid[key] = (fingerprint, since, counted)
 
     def _last_default_version(self, name: str, gone: list[str]) -> str | None:
         """The version kept when a removal would leave the default model with none."""
@@ -318,13 +342,14 @@ class ModelControl:
 
     def _retire(self, holder: list[Retirable], state: State | None, reason: str) -> asyncio.Task:
         name, version = holder[0].name, holder[0].version
+        provider = str(getattr(holder[0], "provider", ""))
 
         async def retire() -> None:
             await release(holder, timeout_s=self._free_timeout_s)
             if self._metrics is not None:
                 self._metrics.unloads.labels(name).inc()
-            self._on_unloaded(name, version)
-            if version not in self.registry.models().get(name, {}):
+            if version not in self.registry.models().get(name, {}):  # not reloaded meanwhile
+                self._on_unloaded(name, version, provider)
                 if state is None:
                     self.index.drop(name, version)
                 else:
