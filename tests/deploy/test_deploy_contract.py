@@ -122,7 +122,8 @@ def test_probe_scrape_and_healthcheck_paths_are_routes_of_the_app() -> None:
             used.add(pod["metadata"]["annotations"]["prometheus.io/path"])
         container = server_container(spec)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            used.add(container[probe]["httpGet"]["path"])
+            if "httpGet" in container[probe]:  # gRPC probes: test_deploy_manifests
+                used.add(container[probe]["httpGet"]["path"])
     for path in DOCKERFILES.values():
         probe = healthcheck_command(stages(path)[1][-1])[-1]
         used.update(re.findall(r"http://[^/]+(/[\w/]+)", probe))

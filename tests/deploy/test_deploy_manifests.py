@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from deploy_support import OVERLAYS, container_env, one, render, server_container
 
+from service.grpc.server import HealthServicer
 from service.settings import Settings
 
 SECRET_SOURCES = {"CONVSERVE_API_KEY"}
@@ -84,7 +85,7 @@ def test_objects_select_the_pods_and_ports_they_mean(overlay: str) -> None:
     )
     policy = one(docs, "NetworkPolicy")["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
-    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == ["http"]
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == ["http", "grpc"]
     hpa = one(docs, "HorizontalPodAutoscaler")["spec"]
     target = hpa["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
@@ -96,16 +97,26 @@ def test_objects_select_the_pods_and_ports_they_mean(overlay: str) -> None:
     # the port the server listens on is the one the probes, Service and scrape use
     env = container_env(container, docs)
     assert ports["http"] == int(env["CONVSERVE_PORT"])
+    assert ports["grpc"] == int(env["CONVSERVE_GRPC_PORT"])
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http", "grpc"}
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == env["CONVSERVE_PORT"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_probes_use_readyz_for_start_and_readiness_and_healthz_for_liveness(overlay: str) -> None:
+def test_probes_use_readyz_for_start_grpc_health_for_readiness_and_healthz_for_liveness(
+    overlay: str,
+) -> None:
     container = server_container(_pod(overlay)["spec"])
-    expected = {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+    expected = {"startupProbe": "/readyz", "livenessProbe": "/healthz"}
     for probe, path in expected.items():
         assert container[probe]["httpGet"] == {"path": path, "port": "http"}
+    # grpc.health.v1 answers SERVING exactly when /readyz is 200 (tests/service/test_grpc.py);
+    # a gRPC probe takes a port number, which must be the one the server listens on
+    grpc_probe = container["readinessProbe"]["grpc"]
+    env = container_env(container, render(overlay))
+    assert grpc_probe["port"] == int(env["CONVSERVE_GRPC_PORT"])
+    assert grpc_probe["service"] in HealthServicer.SERVICES
 
 
 def test_gpu_overlay_schedules_on_a_gpu_and_uses_it() -> None:
