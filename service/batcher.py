@@ -1,4 +1,4 @@
-"""Dynamic batching across concurrent requests; knows neither HTTP nor onnxruntime.
+"""Dynamic batching across concurrent requests: the scheduler. Knows neither HTTP nor onnxruntime.
 
 Requests hand in N x ... arrays. While the inference thread is busy they queue;
 when it frees up, queued items are packed (in arrival order, never splitting
@@ -11,7 +11,8 @@ once, so batching costs no latency when there is nothing to batch.
 An item larger than `max_batch_size` is split into chunks and reassembled in
 order. A failing batch fails only its own items. `pad_to` may round a batch
 up with zero rows (to sizes the model has already run; their outputs are
-dropped). Assembling the batch and all inference run in the `InferenceThread`
+dropped). Packing, padding and slicing are `Batch`'s (service/batch.py); this
+module decides what runs together and when. Packing and all inference run in the `InferenceThread`
 (service/inference_thread.py; by default ONE thread; `max_concurrent`
 batches may run at once when it has more, like Triton's instance count),
 never on the event loop; everything else here runs on the event loop and
@@ -24,12 +25,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.batch import Batch, chunks, join
 from service.inference_thread import InferenceThread
 
 log = logging.getLogger("convserve.batcher")
@@ -110,6 +112,15 @@ class Batcher:
         if self._loop is not None and self._pending and not self._full:
             self._loop.call_soon(self._maybe_dispatch)
 
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """announce() on entry, withdraw() on exit: wrap the work before submit (decoding)."""
+        self.announce()
+        try:
+            yield
+        finally:
+            self.withdraw()
+
     async def submit(
         self, array: np.ndarray, outputs: Sequence[str], deadline: float
     ) -> dict[str, np.ndarray]:
@@ -126,12 +137,10 @@ class Batcher:
             raise DeadlineExceeded("the request's deadline passed before inference")
         if rows <= self.max_batch_size:
             return await self._enqueue(loop, array, outputs, deadline)
-        chunks = [
-            self._enqueue(loop, array[i : i + self.max_batch_size], outputs, deadline)
-            for i in range(0, rows, self.max_batch_size)
-        ]
-        parts = await asyncio.gather(*chunks)
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        parts = chunks(array, self.max_batch_size)
+        return join(
+            await asyncio.gather(*(self._enqueue(loop, p, outputs, deadline) for p in parts))
+        )
 
     def _enqueue(
         self,
@@ -217,73 +226,54 @@ class Batcher:
             return
         self._queued(-rows)
         outputs = list(dict.fromkeys(name for item in items for name in item.outputs))
+        batch = Batch([item.array for item in items], self._pad_to(rows))
         self._running += 1
-        self._worker.submit(self._execute, self._loop, items, rows, outputs)
-
-    def _assemble(self, items: list[_Item], rows: int) -> np.ndarray:
-        """The items' rows in order, plus zero rows up to `pad_to(rows)`: one copy at most.
-
-        Done in the inference thread, not on the event loop: a batch of large
-        images is tens of megabytes to copy.
-        """
-        size = self._pad_to(rows)
-        if len(items) == 1 and size == rows:
-            return items[0].array
-        first = items[0].array
-        batch = np.empty((size, *first.shape[1:]), dtype=first.dtype)
-        np.concatenate([item.array for item in items], out=batch[:rows])  # ValueError: shapes
-        batch[rows:] = 0
-        return batch
+        self._worker.submit(self._execute, self._loop, items, batch, outputs)
 
     def _execute(
-        self, loop: asyncio.AbstractEventLoop, items: list[_Item], rows: int, outputs: list[str]
+        self, loop: asyncio.AbstractEventLoop, items: list[_Item], batch: Batch, outputs: list[str]
     ) -> None:
         """Runs in the inference thread; hands the results back to the loop."""
         start = time.perf_counter()
-        padding = 0
+        padded = 0  # zero rows that really ran
         try:
-            batch = self._assemble(items, rows)
-            padding = len(batch) - rows
-            result, error = self._run(batch, outputs), None
-            for name, value in result.items():
-                if len(value) != len(batch):
-                    raise RuntimeError(f"output {name!r} has {len(value)} rows for {len(batch)}")
+            array = batch.pack()  # ValueError: rows of different shapes
+            padded = batch.padding
+            result, error = self._run(array, outputs), None
+            batch.check(result)
         except Exception as exc:  # also rows of different shapes: fail these, keep serving
             result, error = None, exc
         elapsed = time.perf_counter() - start
         with suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
-            loop.call_soon_threadsafe(self._finish, items, result, error, rows, padding, elapsed)
+            loop.call_soon_threadsafe(self._finish, items, batch, result, error, padded, elapsed)
 
     def _finish(
         self,
         items: list[_Item],
+        batch: Batch,
         result: dict[str, np.ndarray] | None,
         error: Exception | None,
-        rows: int,
-        padding: int,
+        padded: int,
         elapsed: float,
     ) -> None:
         self._running -= 1
-        self._observer.on_batch(rows, elapsed)
-        if padding:
-            self._observer.on_padding(padding)
-        offset = 0
-        for item in items:
-            n = len(item.array)
+        self._observer.on_batch(batch.rows, elapsed)
+        if padded:
+            self._observer.on_padding(padded)
+        answers = batch.split(result, [item.outputs for item in items]) if error is None else None
+        for i, item in enumerate(items):
             if item.timer is not None:
                 item.timer.cancel()
-            if not item.future.done():
-                if error is not None:
-                    item.future.set_exception(
-                        BatchFailed(f"inference failed: {type(error).__name__}: {error}")
-                    )
-                else:
-                    item.future.set_result(
-                        {name: result[name][offset : offset + n] for name in item.outputs}
-                    )
-            offset += n
+            if item.future.done():
+                continue
+            if answers is None:
+                item.future.set_exception(
+                    BatchFailed(f"inference failed: {type(error).__name__}: {error}")
+                )
+            else:
+                item.future.set_result(answers[i])
         if error is not None:
-            log.error("a batch of %d rows failed: %r", rows, error)
+            log.error("a batch of %d rows failed: %r", batch.rows, error)
         self._maybe_dispatch()
 
     async def drain(self, poll_s: float = 0.01) -> None:

@@ -13,20 +13,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
+from service import batcher as scheduler
 from service.bundle import PROBABILITIES_OUTPUT, FeatureMapSpec
-from service.errors import InvalidParameter, NoFilters, UnknownLayer
+from service.decoder import Decoder
+from service.errors import (
+    InferenceFailed,
+    InvalidParameter,
+    InvalidShape,
+    NoFilters,
+    Overloaded,
+    Timeout,
+    UnknownLayer,
+    UnknownOutput,
+)
 from service.inference_thread import InferenceThread
-from service.loader import StartupError, build_registry, warm_up
+from service.lifecycle import ModelControl
+from service.lifecycle.setup import open_repository
+from service.loader import StartupError, warm_up
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
 from service.server_state import ServerState
@@ -52,14 +63,6 @@ class Classification:
         return order[:, : self.top_k].tolist()
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (a container's cpuset or taskset), not the host's count."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 class DataPlane:
     """Everything between a parsed request and onnxruntime, once for every protocol."""
 
@@ -68,8 +71,9 @@ class DataPlane:
         self.metrics = metrics
         self.state = ServerState(on_ready=lambda ready: metrics.ready.set(int(ready)))
         self._registry: Registry | None = None
+        self.control: ModelControl | None = None  # the model lifecycle (service/lifecycle)
         self._worker: InferenceThread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._decoder: Decoder | None = None
         self._tasks: set[asyncio.Task] = set()
         self._filter_pngs: weakref.WeakKeyDictionary[ServedModel, dict[str, bytes]] = (
             weakref.WeakKeyDictionary()
@@ -80,20 +84,21 @@ class DataPlane:
         """Load every bundle and create its session (StartupError); warm up in the background."""
         settings = self.settings
         self._worker = InferenceThread(count=settings.inference_threads)
-        # One more decode thread than CPUs: while one waits for the GIL (held by the event
-        # loop), the others keep every core decoding (+13% images/s measured on 2 cores).
-        self._pool = ThreadPoolExecutor(
-            settings.decode_threads or usable_cpus() + 1, thread_name_prefix="convserve-decode"
+        self._decoder = Decoder(
+            settings.decode_threads,
+            max_pixels=settings.max_image_pixels,
+            inline_max_pixels=settings.inline_decode_max_pixels,
         )
         try:
-            self._registry = build_registry(
-                settings, metrics=self.metrics, worker=self._worker, decode_pool=self._pool
+            self._registry, self.control = open_repository(
+                settings, metrics=self.metrics, worker=self._worker
             )
         except Exception as exc:
             log.error("refusing to start: %s", exc)
             self._close_threads(wait=False)
             raise StartupError(str(exc)) from None
         self.spawn(self._warm())
+        self.control.start()  # poll mode: follow model_dir from now on
 
     async def _warm(self) -> None:
         try:
@@ -132,14 +137,16 @@ class DataPlane:
     async def stop(self) -> None:
         """Shutdown: finish what is queued, then stop the threads."""
         self.state.to_draining()
+        if self.control is not None:
+            await self.control.close()  # no more polls; retired versions drained and freed
         await self._drain_batchers()
         self._close_threads(wait=True)
 
     def _close_threads(self, wait: bool) -> None:
         if self._worker is not None:
             self._worker.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait)
+        if self._decoder is not None:
+            self._decoder.close(wait=wait)
 
     # ---- health -----------------------------------------------------------
     def live(self) -> bool:
@@ -154,6 +161,12 @@ class DataPlane:
         return self.state.ready
 
     # ---- models -----------------------------------------------------------
+    @property
+    def decoder(self) -> Decoder:
+        if self._decoder is None:
+            raise RuntimeError("the data plane has not started")
+        return self._decoder
+
     @property
     def registry(self) -> Registry:
         if self._registry is None:
@@ -181,8 +194,16 @@ class DataPlane:
     async def decode(
         self, model: ServedModel, blobs: Sequence[bytes], names: Sequence[str | None] | None = None
     ) -> np.ndarray:
-        """Encoded images -> the model's (N, H, W, C) float32 input, as training preprocessed."""
-        return await model.decode(blobs, names)
+        """Encoded images -> the model's (N, H, W, C) float32 input, as training preprocessed.
+
+        While the pool decodes, the model's batcher knows rows are on their way
+        (and may wait for them to fill a batch); a tiny image decoded inline never waits.
+        """
+        batch = self.decoder.inline(model.bundle, blobs)
+        if batch is not None:
+            return batch
+        with model.batcher.expecting():
+            return await self.decoder.decode(model.bundle, blobs, names)
 
     async def infer(
         self,
@@ -194,10 +215,29 @@ class DataPlane:
         deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Rows through the model's batcher: output name -> (N, ...) array."""
-        batch = (
-            inputs if isinstance(inputs, np.ndarray) else await self.decode(model, inputs, names)
-        )
-        return await model.infer(batch, outputs, deadline=deadline)
+        if not isinstance(inputs, np.ndarray):
+            inputs = await self.decode(model, inputs, names)
+        elif inputs.ndim != 4 or inputs.shape[1:] != model.input_shape:
+            raise InvalidShape(
+                f"model {model.name} takes N x {' x '.join(map(str, model.input_shape))} "
+                f"images, not {' x '.join(map(str, inputs.shape))}"
+            )
+        elif inputs.dtype != np.float32:
+            inputs = inputs.astype(np.float32)
+        for name in outputs:
+            if name != PROBABILITIES_OUTPUT and name not in model.layers:
+                raise UnknownOutput(model.unknown_layer_message(name))
+        if deadline is None:
+            deadline = self.deadline()
+        try:
+            return await model.batcher.submit(inputs, outputs, deadline)
+        except scheduler.QueueFull as exc:
+            raise Overloaded(f"the server is busy: {exc}; retry shortly") from None
+        except scheduler.DeadlineExceeded as exc:
+            timeout = self.settings.request_timeout_s
+            raise Timeout(f"{exc} (request timeout {timeout:g} s)") from None
+        except scheduler.BatchFailed as exc:
+            raise InferenceFailed(str(exc)) from None
 
     async def classify(
         self,
@@ -233,7 +273,7 @@ class DataPlane:
 
     async def offload(self, fn: Callable[..., T], *args: object) -> T:
         """CPU-heavy work (PNG encoding, explanations) in the decode pool, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await self.decoder.run(fn, *args)
 
     async def filters_png(self, model: ServedModel, layer: str) -> bytes:
         """A Conv2D layer's kernels as a PNG grid, drawn once per model version and layer."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import logging
-from concurrent.futures import Executor
 from contextlib import suppress
 from dataclasses import fields
 
@@ -23,7 +22,7 @@ from service.inference_thread import InferenceThread
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
 from service.preprocess import ImageError, preprocess
-from service.repository import discover
+from service.repository import BundleRef, discover
 from service.settings import Settings
 
 log = logging.getLogger("convserve.loader")
@@ -38,13 +37,46 @@ def _engine_options(settings: Settings) -> EngineOptions:
     return EngineOptions(**{f.name: getattr(settings, f.name) for f in fields(EngineOptions)})
 
 
-def build_registry(
-    settings: Settings,
-    *,
-    metrics: Metrics,
-    worker: InferenceThread,
-    decode_pool: Executor,
-) -> Registry:
+def load_model(
+    ref: BundleRef, settings: Settings, *, metrics: Metrics, worker: InferenceThread
+) -> ServedModel:
+    """One bundle version: its onnxruntime session and its batcher (EngineError, StartupError)."""
+    engine = Engine(ref.path / "model.onnx", _engine_options(settings))
+    missing = {"probabilities", *(f.name for f in ref.bundle.feature_maps)} - set(
+        engine.output_names
+    )
+    if missing:
+        raise StartupError(f"{ref.path}: model.onnx lacks outputs {sorted(missing)}")
+    batcher = Batcher(
+        engine.run,
+        worker,
+        max_batch_size=settings.max_batch_size,
+        max_delay_s=settings.max_batch_delay_ms / 1000.0,
+        max_queue=settings.max_queue,
+        max_concurrent=settings.inference_threads,
+        observer=metrics.observer(ref.name, ref.version),
+        pad_to=engine.padded_size,
+    )
+    metrics.watch_model(
+        ref.name,
+        ref.version,
+        engine.provider,
+        requested=settings.providers,
+        max_queue=settings.max_queue,
+    )
+    log.info(
+        "loaded %s version %s from %s on %s%s",
+        ref.name,
+        ref.version,
+        ref.path,
+        engine.provider,
+        f", batches padded to {engine.padded_sizes}" if engine.padded_sizes else "",
+    )
+    return ServedModel(ref.name, ref.version, ref.path, ref.bundle, engine, batcher)
+
+
+def build_registry(settings: Settings, *, metrics: Metrics, worker: InferenceThread) -> Registry:
+    """Every bundle under model_dir, loaded; StartupError when one cannot be served."""
     try:
         found = discover(settings.model_dir)
     except BundleError as exc:
@@ -54,53 +86,11 @@ def build_registry(
             f"default model {settings.default_model!r} is not under {settings.model_dir.resolve()} "
             f"(found: {', '.join(found)}); set CONVSERVE_DEFAULT_MODEL or --default-model"
         )
-    options = _engine_options(settings)
     models: dict[str, dict[str, ServedModel]] = {}
     for name, refs in found.items():
         for ref in refs:
-            engine = Engine(ref.path / "model.onnx", options)  # EngineError propagates
-            missing = {"probabilities", *(f.name for f in ref.bundle.feature_maps)} - set(
-                engine.output_names
-            )
-            if missing:
-                raise StartupError(f"{ref.path}: model.onnx lacks outputs {sorted(missing)}")
-            batcher = Batcher(
-                engine.run,
-                worker,
-                max_batch_size=settings.max_batch_size,
-                max_delay_s=settings.max_batch_delay_ms / 1000.0,
-                max_queue=settings.max_queue,
-                max_concurrent=settings.inference_threads,
-                observer=metrics.observer(name, ref.version),
-                pad_to=engine.padded_size,
-            )
-            model = ServedModel(
-                name,
-                ref.version,
-                ref.path,
-                ref.bundle,
-                engine,
-                batcher,
-                decode_pool,
-                max_pixels=settings.max_image_pixels,
-                request_timeout_s=settings.request_timeout_s,
-                inline_max_pixels=settings.inline_decode_max_pixels,
-            )
-            metrics.watch_model(
-                name,
-                ref.version,
-                engine.provider,
-                requested=settings.providers,
-                max_queue=settings.max_queue,
-            )
-            models.setdefault(name, {})[ref.version] = model
-            log.info(
-                "loaded %s version %s from %s on %s%s",
-                name,
-                ref.version,
-                ref.path,
-                engine.provider,
-                f", batches padded to {engine.padded_sizes}" if engine.padded_sizes else "",
+            models.setdefault(name, {})[ref.version] = load_model(
+                ref, settings, metrics=metrics, worker=worker
             )
     return Registry(models, settings.default_model)
 
@@ -115,17 +105,21 @@ def _sample_files() -> list[bytes]:
     return files
 
 
+def warm_model(model: ServedModel, max_batch_size: int, samples: list[bytes] | None = None) -> None:
+    """One batch per batch-size bucket through `model`, all outputs (blocking)."""
+    bundle = model.bundle
+    with suppress(ImageError):  # loads every Pillow plugin, as identifying junk does
+        preprocess(b"not an image", bundle.input, bundle.preprocessing, max_pixels=1)
+    for data in samples if samples is not None else _sample_files():
+        preprocess(data, bundle.input, bundle.preprocessing, max_pixels=10**6)
+    for size in batch_buckets(max_batch_size):
+        batch = np.zeros((size, *model.input_shape), dtype=np.float32)
+        model.engine.run(batch, model.engine.output_names)
+    log.info("warmed up %s version %s", model.name, model.version)
+
+
 def warm_up(registry: Registry, max_batch_size: int) -> None:
-    """One batch per batch-size bucket through every model, all outputs (blocking)."""
+    """Every served model warmed up (blocking)."""
     samples = _sample_files()
     for model in registry.all():
-        with suppress(ImageError):  # loads every Pillow plugin, as identifying junk does
-            preprocess(
-                b"not an image", model.bundle.input, model.bundle.preprocessing, max_pixels=1
-            )
-        for data in samples:
-            preprocess(data, model.bundle.input, model.bundle.preprocessing, max_pixels=10**6)
-        for size in batch_buckets(max_batch_size):
-            batch = np.zeros((size, *model.input_shape), dtype=np.float32)
-            model.engine.run(batch, model.engine.output_names)
-        log.info("warmed up %s version %s", model.name, model.version)
+        warm_model(model, max_batch_size, samples)

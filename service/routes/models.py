@@ -6,8 +6,35 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from service.auth import require_api_key
+from service.bundle import MODEL_FILE
+from service.models import ServedModel
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+def model_document(model: ServedModel) -> dict:
+    """The /models/{name} document."""
+    b = model.bundle
+    return {
+        "name": model.name,
+        "version": model.version,
+        "versions": model.versions,
+        "provider": model.provider,
+        "padded_batch_sizes": model.engine.padded_sizes,
+        "classes": b.classes,
+        "input": b.input.model_dump(),
+        "preprocessing": b.preprocessing.model_dump(),
+        "feature_maps": [
+            {**f.model_dump(exclude_none=True), "has_filters": f.name in model.filters}
+            for f in b.feature_maps
+        ],
+        "metrics": b.metrics.model_dump(exclude_none=True),
+        "parity": b.parity,
+        "created": b.created.isoformat(),
+        "tools": b.tools,
+        "sha256": b.sha256,
+        "model_file": str(model.path / MODEL_FILE),
+    }
 
 
 @router.get("/models", summary="Every served model (latest version each)")
@@ -28,4 +55,4 @@ async def list_models(request: Request) -> JSONResponse:
 
 @router.get("/models/{name}", summary="Bundle metadata, versions, feature-map layers, provider")
 async def model_metadata(name: str, request: Request, version: str | None = None) -> JSONResponse:
-    return JSONResponse(request.app.state.dataplane.model(name, version).metadata())
+    return JSONResponse(model_document(request.app.state.dataplane.model(name, version)))

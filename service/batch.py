@@ -1,0 +1,69 @@
+"""Rows of several requests as one model call: pack (and pad), check, slice back.
+
+Plain numpy: no asyncio, no threads, no model. The batcher (service/batcher.py)
+decides which parts go together and when; this only does the arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Outputs = dict[str, np.ndarray]
+
+
+class Batch:
+    """Parts (each N_i x ...) run as one array of `size` >= sum(N_i) rows; the rest is zeros."""
+
+    def __init__(self, parts: Sequence[np.ndarray], size: int | None = None) -> None:
+        self.parts = parts
+        self.rows = sum(len(p) for p in parts)
+        self.size = self.rows if size is None else size
+        if self.size < self.rows:
+            raise ValueError(f"cannot pad {self.rows} rows to {self.size}")
+
+    @property
+    def padding(self) -> int:
+        return self.size - self.rows
+
+    def pack(self) -> np.ndarray:
+        """The parts' rows in order, then zero rows up to `size`: one copy at most.
+
+        Runs in the inference thread, not on the event loop: a batch of large
+        images is tens of megabytes to copy. ValueError when the parts' shapes differ.
+        """
+        if len(self.parts) == 1 and self.size == self.rows:
+            return self.parts[0]
+        first = self.parts[0]
+        batch = np.empty((self.size, *first.shape[1:]), dtype=first.dtype)
+        np.concatenate(self.parts, out=batch[: self.rows])
+        batch[self.rows :] = 0
+        return batch
+
+    def check(self, result: Outputs) -> None:
+        """Every output has one row per packed row; RuntimeError otherwise."""
+        for name, value in result.items():
+            if len(value) != self.size:
+                raise RuntimeError(f"output {name!r} has {len(value)} rows for {self.size}")
+
+    def split(self, result: Outputs, wanted: Sequence[Sequence[str]]) -> list[Outputs]:
+        """Each part's rows of the outputs it asked for (views, no copies); padding dropped."""
+        answers, offset = [], 0
+        for part, names in zip(self.parts, wanted, strict=True):
+            n = len(part)
+            answers.append({name: result[name][offset : offset + n] for name in names})
+            offset += n
+        return answers
+
+
+def chunks(array: np.ndarray, max_rows: int) -> list[np.ndarray]:
+    """`array` in pieces of at most `max_rows` rows (views), in order."""
+    return [array[i : i + max_rows] for i in range(0, len(array), max_rows)]
+
+
+def join(answers: Sequence[Outputs]) -> Outputs:
+    """The chunks' answers back in one piece, in order."""
+    if len(answers) == 1:
+        return answers[0]
+    return {name: np.concatenate([a[name] for a in answers]) for name in answers[0]}
