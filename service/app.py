@@ -31,7 +31,17 @@ from service.logging import configure_logging
 from service.metrics import Metrics, process_stopped
 from service.middleware import RequestMiddleware
 from service.routes import docs as docs_routes
-from service.routes import explain, featuremaps, health, models, page, pictures, predict, v1
+from service.routes import (
+    explain,
+    explain_v1,
+    featuremaps,
+    health,
+    models,
+    page,
+    pictures,
+    predict,
+    v1,
+)
 from service.settings import Settings
 
 log = logging.getLogger("convserve.app")
@@ -116,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(featuremaps.router)
     app.include_router(models.router)
     app.include_router(explain.router)
+    app.include_router(explain_v1.router)  # before v1: its /models/{target} takes any verb
     app.include_router(pictures.router)
     app.include_router(page.router)
     app.include_router(v1.router)  # TensorFlow Serving / KServe V1

@@ -156,6 +156,7 @@ class Explanation:
     probability: float  # of `label` on the unoccluded image
     plan: Plan
     heatmap: np.ndarray  # (H, W) float32, drop of the label's probability
+    probabilities: np.ndarray  # (classes,) the unoccluded image's answer
 
 
 async def occlusion(
@@ -194,4 +195,5 @@ async def occlusion(
     original, occluded = probs[0], probs[1:]
     chosen = int(np.argmax(original)) if label is None else label
     base = float(original[chosen])
-    return Explanation(chosen, base, where, drop_map(where, base, occluded[:, chosen]))
+    heat = drop_map(where, base, occluded[:, chosen])
+    return Explanation(chosen, base, where, heat, original)

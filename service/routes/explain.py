@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -66,16 +67,100 @@ def _label(model: ServedModel, raw: str | None) -> int | None:
     return classes.index(raw)
 
 
-def _options(query: QueryParams) -> tuple[str, str]:
+def _format(query: QueryParams) -> str:
+    fmt = query.get("format") or "png"
+    if fmt not in ("png", "json"):
+        raise InvalidParameter(f"format must be png or json, not {fmt!r}")
+    return fmt
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to explain and how, checked before any image is read."""
+
+    label: int | None
+    plan: explain.Plan
+    fill: str
+    fill_value: float | None
+
+
+def options(model: ServedModel, query: QueryParams, max_variants: int, images: int = 1) -> Options:
+    """The query's method, label, window, stride and fill for `images` images; 422 if bad."""
     method = query.get("method") or "occlusion"
     if method not in explain.METHODS:
         raise InvalidParameter(
             f"method must be one of {', '.join(explain.METHODS)}, not {method!r}"
         )
-    fmt = query.get("format") or "png"
-    if fmt not in ("png", "json"):
-        raise InvalidParameter(f"format must be png or json, not {fmt!r}")
-    return method, fmt
+    label = _label(model, query.get("label"))
+    height, width, _ = model.input_shape
+    try:
+        where = explain.plan(height, width, _int(query, "window"), _int(query, "stride"))
+        if where.count * images > max_variants:
+            raise explain.ExplainError(
+                f"window {where.window} with stride {where.stride} makes "
+                f"{where.count * images} occluded images; the limit is {max_variants} per "
+                "request: use a larger stride or window"
+            )
+        fill_value = _float(query, "fill_value")
+        fill = query.get("fill") or ("constant" if fill_value is not None else "mean")
+        explain.check_fill(fill, fill_value)
+    except explain.ExplainError as exc:
+        raise InvalidParameter(str(exc)) from None
+    return Options(label, where, fill, fill_value)
+
+
+async def run(
+    dataplane: DataPlane, model: ServedModel, image: np.ndarray, opts: Options, deadline: float
+) -> explain.Explanation:
+    """One preprocessed image (H, W, C) and its occluded copies through the model's batcher."""
+
+    async def infer(batch: np.ndarray) -> np.ndarray:
+        out = await dataplane.infer(model, batch, (PROBABILITIES_OUTPUT,), deadline=deadline)
+        return out[PROBABILITIES_OUTPUT]
+
+    return await explain.occlusion(
+        infer,
+        image,
+        opts.plan,
+        explain.fill_values(image, opts.fill, opts.fill_value),
+        label=opts.label,
+        chunk=dataplane.settings.max_batch_size,
+        in_flight=IN_FLIGHT_CHUNKS,
+    )
+
+
+def result_doc(model: ServedModel, opts: Options, result: explain.Explanation) -> dict:
+    """The JSON form of one explanation (shared by /explain and the V1 `:explain`)."""
+    return {
+        "label": model.bundle.classes[result.label],
+        "probability": result.probability,
+        "method": "occlusion",
+        "window": opts.plan.window,
+        "stride": opts.plan.stride,
+        "fill": opts.fill,
+        "variants": opts.plan.count,
+        "heatmap": result.heatmap.tolist(),
+    }
+
+
+EXPLAIN_PARAMS = [
+    query_param("method", "occlusion (the default and only one)", {"enum": ["occlusion"]}),
+    query_param("label", "class to explain (default: the top label)", {"type": "string"}),
+    query_param(
+        "window",
+        "patch side in input pixels (default: a quarter of the shorter side)",
+        {"type": "integer", "minimum": 1},
+    ),
+    query_param(
+        "stride", "patch step (default: half the window)", {"type": "integer", "minimum": 1}
+    ),
+    query_param(
+        "fill",
+        "patch content: the image's mean (default), zero, or constant (fill_value)",
+        {"enum": list(explain.FILLS)},
+    ),
+    query_param("fill_value", "for fill=constant, in model-input units", {"type": "number"}),
+]
 
 
 @router.post(
@@ -84,25 +169,8 @@ def _options(query: QueryParams) -> tuple[str, str]:
     "each part of the image (PNG heat map or JSON)",
     openapi_extra={
         "parameters": [
-            query_param("method", "occlusion (the default and only one)", {"enum": ["occlusion"]}),
             query_param("format", "png (default) or json", {"enum": ["png", "json"]}),
-            query_param("label", "class to explain (default: the top label)", {"type": "string"}),
-            query_param(
-                "window",
-                "patch side in input pixels (default: a quarter of the shorter side)",
-                {"type": "integer", "minimum": 1},
-            ),
-            query_param(
-                "stride", "patch step (default: half the window)", {"type": "integer", "minimum": 1}
-            ),
-            query_param(
-                "fill",
-                "patch content: the image's mean (default), zero, or constant (fill_value)",
-                {"enum": list(explain.FILLS)},
-            ),
-            query_param(
-                "fill_value", "for fill=constant, in model-input units", {"type": "number"}
-            ),
+            *EXPLAIN_PARAMS,
             *MODEL_PARAMS,
         ],
         "requestBody": IMAGE_BODY,
@@ -110,58 +178,23 @@ def _options(query: QueryParams) -> tuple[str, str]:
 )
 async def explain_image(request: Request) -> Response:
     dataplane: DataPlane = request.app.state.dataplane
-    settings = dataplane.settings
     deadline = dataplane.deadline()
     query = request.query_params
-    _, fmt = _options(query)
+    fmt = _format(query)
     model = dataplane.model(query.get("model"), query.get("version"))
-    label = _label(model, query.get("label"))
-    height, width, _ = model.input_shape
-    try:
-        where = explain.plan(
-            height,
-            width,
-            _int(query, "window"),
-            _int(query, "stride"),
-            max_variants=settings.explain_max_variants,
-        )
-        fill_value = _float(query, "fill_value")
-        fill_kind = query.get("fill") or ("constant" if fill_value is not None else "mean")
-        explain.check_fill(fill_kind, fill_value)
-    except explain.ExplainError as exc:
-        raise InvalidParameter(str(exc)) from None
-    blobs, names = await read_images(request, settings.max_images_per_request)
+    opts = options(model, query, dataplane.settings.explain_max_variants)
+    blobs, names = await read_images(request, dataplane.settings.max_images_per_request)
     if len(blobs) != 1:
         raise InvalidParameter(f"/explain takes exactly one image, not {len(blobs)}")
     image = (await dataplane.decode(model, blobs, names))[0]
-
-    async def infer(batch: np.ndarray) -> np.ndarray:
-        out = await dataplane.infer(model, batch, (PROBABILITIES_OUTPUT,), deadline=deadline)
-        return out[PROBABILITIES_OUTPUT]
-
-    result = await explain.occlusion(
-        infer,
-        image,
-        where,
-        explain.fill_values(image, fill_kind, fill_value),
-        label=label,
-        chunk=settings.max_batch_size,
-        in_flight=IN_FLIGHT_CHUNKS,
-    )
-    name = model.bundle.classes[result.label]
+    result = await run(dataplane, model, image, opts, deadline)
     if fmt == "png":
+        name = model.bundle.classes[result.label]
         png = await dataplane.offload(heatmap_png, image, result.heatmap, name)
         return Response(png, media_type="image/png")
     doc = {
         "model": {"name": model.name, "version": model.version},
         "filename": names[0],
-        "label": name,
-        "probability": result.probability,
-        "method": "occlusion",
-        "window": where.window,
-        "stride": where.stride,
-        "fill": fill_kind,
-        "variants": where.count,
-        "heatmap": result.heatmap.tolist(),
+        **result_doc(model, opts, result),
     }
     return Response(json.dumps(doc, separators=(",", ":")).encode(), media_type="application/json")

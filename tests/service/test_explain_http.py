@@ -1,4 +1,4 @@
-"""POST /explain over real HTTP on the committed digits model, checked for meaning.
+"""POST /explain (and KServe V1 `:explain`) over real HTTP on the committed digits model.
 
 The map must point at the digit: hiding stroke pixels lowers the probability of
 the answer more than hiding background, over a set of real digit images. The
@@ -8,6 +8,7 @@ patch positions, not the service's code), and the batching limits must hold.
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 from pathlib import Path
@@ -180,3 +181,40 @@ def test_a_32x32_map_answers_quickly(client: httpx.Client) -> None:
         explain_json(client, data)
         times.append(time.perf_counter() - start)
     assert sorted(times)[len(times) // 2] < 0.1, times  # measured ~6 ms on 2 shared cores
+
+
+def test_kserve_v1_explain_gives_the_same_maps(client: httpx.Client, digits) -> None:
+    """`:explain` takes the V1 predict body (b64 images or float tensors) and answers
+    KServe's {"predictions", "explanations"}: the same maps and answers as the REST routes."""
+    blobs = [data for _, data in digits[:2]]
+    body = {"instances": [{"image_bytes": {"b64": base64.b64encode(b).decode()}} for b in blobs]}
+    r = client.post("/v1/models/digits:explain?fill=zero", json=body)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    predicted = client.post("/v1/models/digits:predict", json=body).json()["predictions"]
+    np.testing.assert_allclose(doc["predictions"], predicted, atol=1e-6)
+    for data, explanation in zip(blobs, doc["explanations"], strict=True):
+        rest = explain_json(client, data, "&fill=zero")
+        assert {k: v for k, v in explanation.items() if k != "heatmap"} == {
+            k: v for k, v in rest.items() if k not in ("heatmap", "model", "filename")
+        }
+        np.testing.assert_allclose(explanation["heatmap"], rest["heatmap"], atol=1e-6)
+    tensor = {"instances": [model_input(blobs[0]).tolist()]}
+    r = client.post("/v1/models/digits/versions/1:explain?label=3&window=16&stride=16", json=tensor)
+    assert r.status_code == 200, r.text
+    only = r.json()["explanations"][0]
+    assert only["label"] == "3" and only["variants"] == 4
+    expected = reference_map(blobs[0], 3, 16, 16, float(model_input(blobs[0]).mean()))
+    np.testing.assert_allclose(only["heatmap"], expected, atol=2e-6)
+
+
+def test_kserve_v1_explain_errors(client: httpx.Client) -> None:
+    b64 = base64.b64encode((DATA / "zero.png").read_bytes()).decode()
+    one = {"instances": [{"image_bytes": {"b64": b64}}]}
+    r = client.post("/v1/models/digits:explain?stride=0", json=one)
+    assert r.status_code == 422 and "stride" in r.json()["error"]  # V1's error shape
+    r = client.post(
+        "/v1/models/digits:explain?window=1&stride=1", json={"instances": one["instances"] * 2}
+    )
+    assert r.status_code == 422 and "2048 occluded images" in r.json()["error"]
+    assert client.post("/v1/models/nope:explain", json=one).status_code == 404
