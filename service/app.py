@@ -33,13 +33,13 @@ from service.middleware import RequestMiddleware
 from service.routes import docs as docs_routes
 from service.routes import (
     explain,
-    explain_v1,
     featuremaps,
     health,
     models,
     page,
     pictures,
     predict,
+    repository,
     v1,
 )
 from service.settings import Settings
@@ -126,7 +126,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(featuremaps.router)
     app.include_router(models.router)
     app.include_router(explain.router)
-    app.include_router(explain_v1.router)  # before v1: its /models/{target} takes any verb
     app.include_router(pictures.router)
     app.include_router(page.router)
     app.include_router(v1.router)  # TensorFlow Serving / KServe V1
@@ -138,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
     else:
         app.include_router(v2.router)
+        app.include_router(repository.router)  # Triton's model repository extension
     # --------------------------------------------------------------------------------
     _add_docs(app)
     return app
