@@ -7,11 +7,16 @@ the bounds it was given, and that explicitly set knobs are never changed.
 
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import onnxruntime as ort
 import pytest
 
 from service import autotune
 from service.autotune import Fixed, Shape, Tuner
+from service.execution import SoloOrBusy, fixed_from, tune_session
+from service.settings import Settings
 from tests.service.serving import DIGITS
 
 MODEL = str(DIGITS / "model.onnx")
@@ -76,3 +81,53 @@ def test_one_cpu_has_one_shape_to_try(monkeypatch: pytest.MonkeyPatch) -> None:
     choice = tuner(cpus=1).tune(Fixed(), batch_cap=4)
     assert set(choice.measured["solo"]) == {"1 thread"} and "busy" not in choice.measured
     assert (choice.shape.inference_threads, choice.shape.intra_op_threads) == (1, 1)
+
+
+class Recorder:
+    """A session stand-in that says which one ran and can hold a run open."""
+
+    def __init__(self, name: str, hold: threading.Event | None = None) -> None:
+        self.name, self.hold, self.runs = name, hold, 0
+        self.started = threading.Event()
+
+    def run(self, outputs: list[str], feeds: dict) -> str:
+        self.runs += 1
+        self.started.set()
+        if self.hold is not None:
+            self.hold.wait(10)
+        return self.name
+
+    def get_inputs(self) -> str:
+        return f"{self.name} inputs"
+
+
+def test_a_lone_run_takes_the_solo_session_and_overlapping_runs_the_busy_one() -> None:
+    release = threading.Event()
+    solo, busy = Recorder("solo", hold=release), Recorder("busy")
+    pair = SoloOrBusy(busy, solo)
+    first = threading.Thread(target=pair.run, args=([], {}))
+    first.start()
+    assert solo.started.wait(10)
+    assert pair.run([], {}) == "busy"  # the solo session is in use: this one overlaps
+    release.set()
+    first.join(10)
+    assert pair.run([], {}) == "solo"  # alone again
+    assert (solo.runs, busy.runs) == (2, 1)
+    assert pair.get_inputs() == "busy inputs"  # everything else is the busy session's
+
+
+def test_only_explicitly_set_knobs_are_fixed(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fixed_from(Settings()) == Fixed()
+    monkeypatch.setenv("CONVSERVE_MAX_BATCH_SIZE", "32")  # the default value, but given
+    got = fixed_from(Settings(intra_op_threads=1))
+    assert got == Fixed(intra_op_threads=1, max_batch_size=32)
+
+
+def test_tune_session_returns_a_runnable_session_and_the_choice() -> None:
+    probe = make_session(1, False)
+    session, choice = tune_session(
+        make_session, probe, Fixed(), cpus=2, batch_cap=8, output="probabilities", label="d/1"
+    )
+    out = session.run(["probabilities"], {"image": np.zeros((3, 32, 32, 1), np.float32)})
+    assert out[0].shape == (3, 10)
+    assert choice.shape.max_batch_size <= 8 and choice.source == "auto"

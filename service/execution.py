@@ -1,0 +1,91 @@
+"""The execution shape in use: explicit settings, the tuner's sessions, solo vs busy.
+
+Glue between the settings, service/autotune.py (which only measures) and the
+engine: which knobs the user set, and the session object the engine runs,
+possibly a pair that gives a lone request every core.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from service.autotune import Choice, Fixed, MakeSession, Tuner
+
+log = logging.getLogger("convserve.autotune")
+
+TUNED_SETTINGS = ("inference_threads", "intra_op_threads", "intra_op_spinning", "max_batch_size")
+
+
+def fixed_from(settings: Any) -> Fixed:
+    """The knobs set explicitly (environment or flags); the rest are tuned.
+
+    pydantic records which fields were given (`model_fields_set`), so a setting
+    that merely holds its default is tuned and one set to the same value is kept.
+    """
+    given = settings.model_fields_set
+    return Fixed(**{k: getattr(settings, k) if k in given else None for k in TUNED_SETTINGS})
+
+
+class SoloOrBusy:
+    """Two sessions of one model: `solo` when no other run of it is in flight, else `busy`.
+
+    A lone request gets every core (say 2 intra-op threads); when batches overlap,
+    each runs on one thread of its own, which on small machines serves more images.
+    Anything but `run` is the busy session's (inputs, outputs, options).
+    """
+
+    def __init__(self, busy: Any, solo: Any) -> None:
+        self.busy, self.solo = busy, solo
+        self._lock = threading.Lock()
+        self._active = 0
+
+    def run(self, outputs: Any, feeds: Any, *args: Any) -> Any:
+        with self._lock:
+            self._active += 1
+            session = self.solo if self._active == 1 else self.busy
+        try:
+            return session.run(outputs, feeds, *args)
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.busy, name)
+
+
+def tune_session(
+    make_session: MakeSession,
+    probe: Any,
+    fixed: Fixed,
+    *,
+    cpus: int,
+    batch_cap: int,
+    output: str,
+    label: str,
+) -> tuple[Any, Choice]:
+    """Tune one model: the session (or SoloOrBusy pair) to run it with, and the choice.
+
+    `probe` is any session of the model (for its input's name and shape).
+    """
+    inp = probe.get_inputs()[0]
+    row = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape[1:])
+    tuner = Tuner(make_session, inp.name, row, output, cpus=cpus)
+    choice = tuner.tune(fixed, batch_cap)
+    s = choice.shape
+    session = tuner.session(s.intra_op_threads, s.intra_op_spinning)
+    if s.solo_intra_op_threads is not None:
+        session = SoloOrBusy(session, tuner.session(s.solo_intra_op_threads, s.solo_spinning))
+    log.info(
+        "%s: %d caller(s) x %d intra-op thread(s)%s, batches of up to %d%s (%s, %.1f s)",
+        label,
+        s.inference_threads,
+        s.intra_op_threads,
+        ", spinning" if s.intra_op_spinning else "",
+        s.max_batch_size,
+        f"; alone: {s.solo_intra_op_threads} thread(s)" if s.solo_intra_op_threads else "",
+        choice.source,
+        choice.seconds,
+    )
+    return session, choice
