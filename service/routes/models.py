@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from service.auth import require_api_key
 from service.bundle import MODEL_FILE
 from service.models import ServedModel
+from service.routes.pictures import picture_names
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -21,6 +22,7 @@ def model_document(model: ServedModel) -> dict:
         "versions": model.versions,
         "provider": model.provider,
         "padded_batch_sizes": model.engine.padded_sizes,
+        "execution": model.engine.execution,  # what the tuner chose and measured, if it ran
         "classes": b.classes,
         "input": b.input.model_dump(),
         "preprocessing": b.preprocessing.model_dump(),
@@ -34,6 +36,7 @@ def model_document(model: ServedModel) -> dict:
         "tools": b.tools,
         "sha256": b.sha256,
         "model_file": str(model.path / MODEL_FILE),
+        "pictures": picture_names(model.path),  # GET /models/{name}/pictures/{file}
     }
 
 

@@ -280,6 +280,7 @@ function addFiles(files) {
     const item = { file, url: URL.createObjectURL(file), card: null };
     state.images.push(item);
     added.push(item);
+    cardFor(item).querySelector(".answer").textContent = "…";  // in the order picked
   }
   $("status").textContent = `${added.length} image${added.length === 1 ? "" : "s"} sent…`;
   Promise.all(added.map(predict)).then((ok) => {

@@ -95,6 +95,7 @@ def test_pictures_are_listed_and_served(server: LiveServer) -> None:
         names = [p["name"] for p in doc["pictures"]]
         on_disk = sorted(p.name for p in DIGITS.glob("*.png"))
         assert names == on_disk and "confusion_matrix.png" in names
+        assert c.get("/models/digits").json()["pictures"] == names  # listed with the bundle
         for entry in doc["pictures"]:
             r = c.get(entry["url"])
             assert r.status_code == 200 and r.headers["content-type"] == "image/png"
