@@ -49,7 +49,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
 
 def _export(settings: Settings) -> None:
     """Write the effective settings to CONVSERVE_* so worker processes see the same."""
-    for name, value in settings.model_dump().items():
+    for name, value in settings.model_dump(exclude_unset=True).items():  # defaults: tuned
         if value is None:
             os.environ.pop(f"CONVSERVE_{name.upper()}", None)
             continue

@@ -112,6 +112,12 @@ class Batcher:
         if self._loop is not None and self._pending and not self._full:
             self._loop.call_soon(self._maybe_dispatch)
 
+    def reshape(self, max_batch_size: int, max_concurrent: int) -> None:
+        """The execution shape the tuner chose (at warm-up, before traffic)."""
+        self.max_batch_size = max_batch_size
+        self.max_concurrent = max_concurrent
+        self._worker.grow(max_concurrent)
+
     @contextmanager
     def expecting(self) -> Iterator[None]:
         """announce() on entry, withdraw() on exit: wrap the work before submit (decoding)."""

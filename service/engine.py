@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
+
+from service.autotune import Fixed
+from service.execution import tune_session
 
 log = logging.getLogger("convserve.engine")
 
@@ -51,6 +54,9 @@ class EngineOptions:
     cuda_prefer_nhwc: bool = False
     pad_batches: Literal["auto", "on", "off"] = "auto"
     max_batch_size: int = 32
+    # service/autotune.py: the knobs set explicitly (the rest are measured); None: no tuning
+    autotune: Fixed | None = None
+    autotune_cpus: int = 1  # the CPUs this process may use (divided among workers)
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:
@@ -128,6 +134,8 @@ class Engine:
 
     def __init__(self, model_path: Path, options: EngineOptions) -> None:
         self.path = Path(model_path)
+        self.options = options
+        self.execution: dict | None = None  # what the tuner chose and measured
         requested = _requested(options)
         try:
             self.session = self._create(options, requested)
@@ -175,6 +183,26 @@ class Engine:
                 )
             else:
                 log.info("providers=auto: %s runs on %s", self.path, self.provider)
+
+    def tune(self, batch_cap: int, label: str) -> dict | None:
+        """Time the model on this machine and switch to the fastest session(s) (CPU only).
+
+        Returns `Choice.as_dict()` (also kept as `self.execution`), None when not tuned.
+        """
+        fixed = self.options.autotune
+        if fixed is None or self.provider != CPU:
+            return None
+
+        def make(threads: int, spinning: bool) -> ort.InferenceSession:
+            opts = replace(self.options, intra_op_threads=threads, intra_op_spinning=spinning)
+            return self._create(opts, [CPU])
+
+        self.session, choice = tune_session(
+            make, self.session, fixed, cpus=self.options.autotune_cpus, batch_cap=batch_cap,
+            output=self.output_names[0], label=label,
+        )  # fmt: skip
+        self.execution = choice.as_dict()
+        return self.execution
 
     def padded_size(self, rows: int) -> int:
         """The batch size `rows` rows run at: the next padded size, or `rows` itself."""

@@ -21,14 +21,18 @@ class InferenceThread:
 
     def __init__(self, name: str = "convserve-inference", count: int = 1) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self.count = count
-        self._threads = [
-            threading.Thread(
-                target=self._loop, name=name if count == 1 else f"{name}-{i}", daemon=True
-            )
-            for i in range(count)
-        ]
-        for thread in self._threads:
+        self._name = name
+        self.count = 0
+        self._threads: list[threading.Thread] = []
+        self.grow(count)
+
+    def grow(self, count: int) -> None:
+        """At least `count` threads (a model tuned to run that many batches at once)."""
+        while self.count < count:
+            name = self._name if count == 1 else f"{self._name}-{self.count}"
+            thread = threading.Thread(target=self._loop, name=name, daemon=True)
+            self._threads.append(thread)
+            self.count += 1
             thread.start()
 
     def _loop(self) -> None:

@@ -17,7 +17,9 @@ from PIL import Image
 
 from service.batcher import Batcher
 from service.bundle import BundleError
+from service.decoder import usable_cpus
 from service.engine import Engine, EngineOptions, batch_buckets
+from service.execution import fixed_from
 from service.inference_thread import InferenceThread
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
@@ -33,8 +35,15 @@ class StartupError(RuntimeError):
 
 
 def _engine_options(settings: Settings) -> EngineOptions:
-    """EngineOptions from the settings fields of the same names (the engine never sees Settings)."""
-    return EngineOptions(**{f.name: getattr(settings, f.name) for f in fields(EngineOptions)})
+    """EngineOptions from the settings fields of the same names (the engine never sees Settings).
+
+    Plus what the tuner needs: which knobs were set explicitly, and this worker's
+    share of the CPUs (each of `workers` processes tunes for its own).
+    """
+    same = {f.name: getattr(settings, f.name) for f in fields(EngineOptions)
+            if f.name in Settings.model_fields}  # fmt: skip
+    cpus = max(1, usable_cpus() // settings.workers)
+    return EngineOptions(**same, autotune=fixed_from(settings), autotune_cpus=cpus)
 
 
 def load_model(
@@ -106,12 +115,17 @@ def _sample_files() -> list[bytes]:
 
 
 def warm_model(model: ServedModel, max_batch_size: int, samples: list[bytes] | None = None) -> None:
-    """One batch per batch-size bucket through `model`, all outputs (blocking)."""
+    """Tune the execution shape (service/autotune.py), then one batch per batch-size
+    bucket through `model`, all outputs (blocking)."""
     bundle = model.bundle
     with suppress(ImageError):  # loads every Pillow plugin, as identifying junk does
         preprocess(b"not an image", bundle.input, bundle.preprocessing, max_pixels=1)
     for data in samples if samples is not None else _sample_files():
         preprocess(data, bundle.input, bundle.preprocessing, max_pixels=10**6)
+    execution = model.engine.tune(max_batch_size, f"{model.name}/{model.version}")
+    if execution is not None:
+        chosen = execution["chosen"]
+        model.batcher.reshape(chosen["max_batch_size"], chosen["inference_threads"])
     for size in batch_buckets(max_batch_size):
         batch = np.zeros((size, *model.input_shape), dtype=np.float32)
         model.engine.run(batch, model.engine.output_names)

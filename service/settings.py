@@ -34,18 +34,24 @@ class Settings(BaseSettings):
     )
     model_poll_s: float = Field(1.0, gt=0, description="seconds between model_dir scans (poll)")
 
-    # onnxruntime
+    # onnxruntime. On the CPU, intra_op_threads, intra_op_spinning, inference_threads and
+    # max_batch_size are measured per model at warm-up (service/autotune.py, <= 5 s per
+    # model; GET /models/{name} shows the choice) unless set: a value given in the
+    # environment or as a flag is kept as it is, even when it equals the default.
     providers: Literal["auto", "cpu", "cuda"] = "auto"
-    intra_op_threads: int = Field(0, ge=0, description="0 lets onnxruntime choose")
+    intra_op_threads: int = Field(
+        0, ge=0, description="tuned unless set; set: 0 lets onnxruntime choose"
+    )
     intra_op_spinning: bool = Field(
         False,
-        description="let onnxruntime's idle intra-op threads spin; off leaves the CPU to decoding",
+        description="tuned unless set: let onnxruntime's idle intra-op threads spin "
+        "(off leaves the CPU to decoding)",
     )
     inference_threads: int = Field(
         1,
         ge=1,
-        description="batches that may run at once (one thread each); for compute-bound "
-        "models on CPU use 2+ with intra_op_threads=1",
+        description="tuned unless set: batches that may run at once (one thread each, "
+        "with as many intra-op threads as chosen)",
     )
     cuda_device_id: int = Field(0, ge=0)
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
@@ -67,7 +73,9 @@ class Settings(BaseSettings):
     )
 
     # dynamic batching
-    max_batch_size: int = Field(32, ge=1)
+    max_batch_size: int = Field(
+        32, ge=1, description="unset: the tuner picks a batch size up to 32; set: used as is"
+    )
     max_batch_delay_ms: float = Field(2.0, ge=0)
     max_queue: int = Field(1024, ge=1, description="images waiting per model before 503")
     request_timeout_s: float = Field(30.0, gt=0)

@@ -17,7 +17,7 @@ from service import autotune
 from service.autotune import Fixed, Shape, Tuner
 from service.execution import SoloOrBusy, fixed_from, tune_session
 from service.settings import Settings
-from tests.service.serving import DIGITS
+from tests.service.serving import DIGITS, LiveServer, digit_images, settings
 
 MODEL = str(DIGITS / "model.onnx")
 
@@ -131,3 +131,43 @@ def test_tune_session_returns_a_runnable_session_and_the_choice() -> None:
     out = session.run(["probabilities"], {"image": np.zeros((3, 32, 32, 1), np.float32)})
     assert out[0].shape == (3, 10)
     assert choice.shape.max_batch_size <= 8 and choice.source == "auto"
+
+
+def _session_threads(session: object) -> int:
+    busy = session.busy if isinstance(session, SoloOrBusy) else session
+    return busy.get_session_options().intra_op_num_threads
+
+
+def test_the_chosen_shape_is_applied_and_shown_in_models() -> None:
+    with LiveServer(settings()) as live, live.client() as c:
+        doc = c.get("/models/digits").json()["execution"]
+        model = live.app.state.dataplane.model("digits")
+        label, png = digit_images()[0]
+        answer = c.post("/predict", content=png, headers={"Content-Type": "image/png"})
+        assert answer.json()["predictions"][0]["label"] == str(label)
+    chosen = doc["chosen"]
+    assert doc["source"] == "auto" and doc["measured"]["solo"] and doc["cpus"] >= 1
+    assert model.batcher.max_batch_size == chosen["max_batch_size"] <= 32
+    assert model.batcher.max_concurrent == chosen["inference_threads"]
+    assert _session_threads(model.engine.session) == chosen["intra_op_threads"]
+
+
+def test_explicit_settings_override_the_tuner() -> None:
+    cfg = settings(inference_threads=2, intra_op_threads=1, intra_op_spinning=False,
+                   max_batch_size=4)  # fmt: skip
+    with LiveServer(cfg) as live, live.client() as c:
+        doc = c.get("/models/digits").json()["execution"]
+        model = live.app.state.dataplane.model("digits")
+    assert doc["source"] == "settings" and doc["measured"] == {}
+    assert doc["chosen"] | {"solo_intra_op_threads": None} == {
+        "inference_threads": 2, "intra_op_threads": 1, "intra_op_spinning": False,
+        "max_batch_size": 4, "solo_intra_op_threads": None, "solo_spinning": False,
+    }  # fmt: skip
+    assert (model.batcher.max_batch_size, model.batcher.max_concurrent) == (4, 2)
+    assert _session_threads(model.engine.session) == 1
+
+
+def test_one_explicit_knob_is_kept_and_the_rest_tuned() -> None:
+    with LiveServer(settings(max_batch_size=8)) as live, live.client() as c:
+        doc = c.get("/models/digits").json()["execution"]
+    assert doc["source"] == "auto+settings" and doc["chosen"]["max_batch_size"] == 8
