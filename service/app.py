@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service import tracing
 from service.auth import require_api_key
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
@@ -80,6 +81,11 @@ async def _drain(dataplane: DataPlane, previous, sig: int) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     dataplane: DataPlane = app.state.dataplane
+    try:  # before the models load: their batchers take the tracer
+        tracing.configure(app.state.settings.tracing)
+    except tracing.TracingUnavailable as exc:
+        log.error("refusing to start: %s", exc)
+        raise StartupError(str(exc)) from None
     await dataplane.start()  # StartupError: the server refuses to start
     try:  # gRPC on this same loop, over the same data plane (None when grpc_port is 0)
         app.state.grpc = await start_grpc(dataplane, app.state.settings)
@@ -94,6 +100,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await app.state.grpc.stop(min(dataplane.settings.drain_timeout_s, GRPC_GRACE_S))
         await dataplane.stop()
         process_stopped()
+        tracing.shutdown()  # exports the spans still buffered
         log.info("stopped")
 
 

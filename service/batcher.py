@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service import tracing
 from service.batch import Batch, chunks, join
 from service.inference_thread import InferenceThread
 
@@ -69,6 +70,7 @@ class _Item:
     enqueued: float
     pending: bool = True
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    span: object | None = field(default=None, repr=False)  # the request's, when tracing
 
 
 class Batcher:
@@ -85,8 +87,10 @@ class Batcher:
         max_concurrent: int = 1,
         observer: BatchObserver | None = None,
         pad_to: Callable[[int], int] = lambda rows: rows,
+        tracer: tracing.BatchTracer | None = None,
     ) -> None:
         self._run = run
+        self._tracer = tracer  # queue-wait and batch spans (service/tracing.py); None: off
         self._pad_to = pad_to  # batch size to run `rows` rows at (e.g. a warmed-up size)
         self._worker = worker
         self.max_batch_size = max_batch_size
@@ -156,6 +160,8 @@ class Batcher:
         deadline: float,
     ) -> asyncio.Future:
         item = _Item(array, outputs, loop.create_future(), time.monotonic())
+        if self._tracer is not None:
+            item.span = tracing.current_span()
         item.timer = loop.call_at(loop.time() + (deadline - item.enqueued), self._expire, item)
         self._pending.append(item)
         self._queued(len(array))
@@ -228,6 +234,8 @@ class Batcher:
             items.append(item)
             rows += len(item.array)
             self._observer.on_queue_wait(now - item.enqueued)
+            if item.span is not None:
+                self._tracer.queue_waited(item.span, len(item.array), now - item.enqueued)
         if not items:
             return
         self._queued(-rows)
@@ -245,7 +253,11 @@ class Batcher:
         try:
             array = batch.pack()  # ValueError: rows of different shapes
             padded = batch.padding
-            result, error = self._run(array, outputs), None
+            if self._tracer is None:
+                result, error = self._run(array, outputs), None
+            else:
+                with self._tracer.batch([i.span for i in items], batch.rows, len(array)):
+                    result, error = self._run(array, outputs), None
             batch.check(result)
         except Exception as exc:  # also rows of different shapes: fail these, keep serving
             result, error = None, exc

@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 
 from service import batcher as scheduler
+from service import tracing
 from service.bundle import PROBABILITIES_OUTPUT, FeatureMapSpec
 from service.decoder import Decoder
 from service.errors import (
@@ -199,11 +200,16 @@ class DataPlane:
         While the pool decodes, the model's batcher knows rows are on their way
         (and may wait for them to fill a batch); a tiny image decoded inline never waits.
         """
-        batch = self.decoder.inline(model.bundle, blobs)
-        if batch is not None:
-            return batch
-        with model.batcher.expecting():
-            return await self.decoder.decode(model.bundle, blobs, names)
+        span = tracing.OFF
+        if tracing.enabled:
+            name, version = model.name, model.version
+            span = tracing.span("decode", model=name, version=version, images=len(blobs))
+        with span:
+            batch = self.decoder.inline(model.bundle, blobs)
+            if batch is not None:
+                return batch
+            with model.batcher.expecting():
+                return await self.decoder.decode(model.bundle, blobs, names)
 
     async def infer(
         self,

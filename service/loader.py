@@ -15,6 +15,7 @@ from dataclasses import fields
 import numpy as np
 from PIL import Image
 
+from service import tracing
 from service.batcher import Batcher
 from service.bundle import BundleError
 from service.decoder import usable_cpus
@@ -65,6 +66,7 @@ def load_model(
         max_concurrent=settings.inference_threads,
         observer=metrics.observer(ref.name, ref.version),
         pad_to=engine.padded_size,
+        tracer=tracing.batch_tracer(ref.name, ref.version, engine.provider),
     )
     metrics.watch_model(
         ref.name,

@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from service import tracing
+
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # Control characters (and Unicode line breaks) in the arguments of a text log line are
 # escaped: a request path with %0a must not write a forged second line. The message
@@ -52,6 +54,10 @@ class JSONFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,  # which worker, with --workers > 1
         }
+        if tracing.enabled:  # the current span's: the request's, on its access line
+            ids = tracing.log_ids()
+            if ids is not None:
+                doc["trace_id"], doc["span_id"] = ids
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 doc[key] = value

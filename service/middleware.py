@@ -16,6 +16,7 @@ import time
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
 from service.errors import Draining, error_response, render
 from service.metrics import Metrics
 from service.server_state import ServerState
@@ -77,6 +78,7 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
+        trace = tracing.start_request(scope, request_id) if tracing.enabled else None
         self.state.in_flight += 1
         self.metrics.in_flight.inc()
         try:
@@ -132,6 +134,8 @@ class RequestMiddleware:
                         "client": client[0] if client else None,
                     },
                 )
+            if trace is not None:  # after the log line, which carries its trace id
+                tracing.end_request(trace, status, label)
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0

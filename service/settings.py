@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(20.0, ge=0)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    tracing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="OpenTelemetry traces (the otel extra); auto: on when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set. "
+        "Exporter, sampler and resource come from the OTEL_* variables (docs/operations.md)",
+    )
 
     @field_validator("api_key")
     @classmethod

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service import tracing
 from service.auth import check_api_key
 from service.dataplane import DataPlane
 from service.errors import APIError
@@ -61,6 +62,10 @@ def _rpc(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
 
     @functools.wraps(method)
     async def call(self: InferenceServicer, request, context: grpc.aio.ServicerContext):
+        trace = None
+        if tracing.enabled:
+            trace = tracing.start_rpc(context.invocation_metadata(), SERVICE, method.__name__)
+        failure = None
         try:
             return await method(self, request, context)
         except (APIError, ProtocolError) as exc:
@@ -68,6 +73,9 @@ def _rpc(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
         except Exception:
             log.exception("unhandled error in %s", method.__name__)
             failure = (Code.INTERNAL, "internal server error; see the server log")
+        finally:
+            if trace is not None:
+                tracing.end_rpc(trace, (failure[0] if failure else Code.OK).value[0])
         await context.abort(*failure)
 
     return call
