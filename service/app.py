@@ -31,6 +31,7 @@ from service.loader import StartupError
 from service.logging import configure_logging
 from service.metrics import Metrics, process_stopped
 from service.middleware import RequestMiddleware
+from service.openapi_errors import document_errors
 from service.routes import docs as docs_routes
 from service.routes import (
     explain,
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the one mutable object: models, lifecycle state, admission, decoding, inference
     app.state.dataplane = DataPlane(settings, app.state.metrics)
     install_error_handlers(app)
+    document_errors(app)  # /openapi.json lists the error answers, in their real shape
     app.add_middleware(RawPredictFastPath)  # added first: runs inside RequestMiddleware
     app.add_middleware(
         RequestMiddleware,

@@ -167,6 +167,8 @@ EXPLAIN_PARAMS = [
     "/explain",
     summary="Occlusion sensitivity: the drop of a label's probability as a patch hides "
     "each part of the image (PNG heat map or JSON)",
+    responses={200: {"content": {"image/png": {}, "application/json": {}}}},
+    response_class=Response,
     openapi_extra={
         "parameters": [
             query_param("format", "png (default) or json", {"enum": ["png", "json"]}),
