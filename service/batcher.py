@@ -122,6 +122,20 @@ class Batcher:
         self.max_concurrent = max_concurrent
         self._worker.grow(max_concurrent)
 
+    def idle(self) -> bool:
+        """Nothing of this model queued, running or decoding (event loop only)."""
+        return not (self._running or self._pending or self.incoming)
+
+    def claim(self) -> None:
+        """A run outside the queue starts (event loop only): later arrivals queue behind it."""
+        self._running += 1
+
+    def release(self, rows: int, seconds: float) -> None:
+        """That run ended (event loop only): counted as a batch; the queue moves on."""
+        self._running -= 1
+        self._observer.on_batch(rows, seconds)
+        self._maybe_dispatch()
+
     @contextmanager
     def expecting(self) -> Iterator[None]:
         """announce() on entry, withdraw() on exit: wrap the work before submit (decoding)."""

@@ -24,8 +24,9 @@ import numpy as np
 from service import batcher as scheduler
 from service import tracing
 from service.bundle import PROBABILITIES_OUTPUT, FeatureMapSpec
-from service.decoder import Decoder
+from service.decoder import INLINE_MAX_BYTES, Decoder
 from service.errors import (
+    APIError,
     InferenceFailed,
     InvalidParameter,
     InvalidShape,
@@ -222,6 +223,9 @@ class DataPlane:
     ) -> dict[str, np.ndarray]:
         """Rows through the model's batcher: output name -> (N, ...) array."""
         if not isinstance(inputs, np.ndarray):
+            alone = await self._alone(model, inputs, outputs, deadline)
+            if alone is not None:
+                return alone
             inputs = await self.decode(model, inputs, names)
         elif inputs.ndim != 4 or inputs.shape[1:] != model.input_shape:
             raise InvalidShape(
@@ -244,6 +248,38 @@ class DataPlane:
             raise Timeout(f"{exc} (request timeout {timeout:g} s)") from None
         except scheduler.BatchFailed as exc:
             raise InferenceFailed(str(exc)) from None
+
+    async def _alone(
+        self,
+        model: ServedModel,
+        blobs: Sequence[bytes],
+        outputs: Sequence[str],
+        deadline: float | None,
+    ) -> dict[str, np.ndarray] | None:
+        """One upload while nothing else of this model is queued, running or decoding:
+        decode and run it in ONE pool job, as a plain server does (one thread hop; no
+        queue, no hand-off to the inference thread, which at concurrency 1 only cost
+        wake-ups). None when that does not apply: the caller takes the batched path.
+        """
+        batcher = model.batcher
+        if len(blobs) != 1 or len(blobs[0]) <= INLINE_MAX_BYTES or not batcher.idle():
+            return None  # tiny uploads decode inline, on the loop: the batched path is cheaper
+        if any(n != PROBABILITIES_OUTPUT and n not in model.layers for n in outputs):
+            return None  # the batched path says which output is unknown
+        if deadline is not None and deadline <= time.monotonic():
+            return None
+        batcher.claim()
+        start = time.perf_counter()
+        try:
+            return await self.decoder.decode_then(
+                model.bundle, blobs[0], lambda x: model.engine.run(x, list(outputs))
+            )
+        except APIError:
+            raise
+        except Exception as exc:  # as the batched path reports a failed batch
+            raise InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            batcher.release(1, time.perf_counter() - start)
 
     async def classify(
         self,

@@ -99,6 +99,20 @@ class Decoder:
             raise _image_error(exc, len(blobs), names) from None
         return out
 
+    async def decode_then(self, bundle: Bundle, blob: bytes, then: Callable[[np.ndarray], T]) -> T:
+        """One upload decoded to (1, H, W, C) and handed to `then`, in ONE pool job."""
+        spec = bundle.input
+        out = np.empty((1, spec.height, spec.width, spec.channels), dtype=np.float32)
+
+        def job() -> T:
+            _decode_into(bundle, out, 0, [blob], self._max_pixels)
+            return then(out)
+
+        try:
+            return await self.run(job)
+        except ImageError as exc:
+            raise _image_error(exc, 1, None) from None
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Other CPU-heavy work (PNG encoding) in the same pool, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)

@@ -1,0 +1,76 @@
+"""A lone upload (nothing else of its model in flight) is decoded and run in one pool job.
+
+Same answers and errors as the batched path; the batcher counts the run and
+queues whatever arrives meanwhile behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import time
+
+import numpy as np
+from PIL import Image
+
+from service.batcher import Batcher, BatchObserver
+from service.inference_thread import InferenceThread
+from tests.service.serving import LiveServer, answer_probabilities, digit_images, reference
+
+
+def large_png(data: bytes) -> bytes:
+    """The digit at 256x256 with 1-level noise: a PNG over 16 KiB, so not decoded inline."""
+    image = Image.open(io.BytesIO(data)).resize((256, 256), Image.Resampling.NEAREST)
+    noise = np.random.default_rng(0).integers(0, 2, (256, 256), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image) ^ noise).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_lone_large_upload_gets_the_same_answer_as_onnxruntime() -> None:
+    _, small = digit_images()[0]
+    png = large_png(small)
+    assert len(png) > 16 * 1024
+    with LiveServer() as live, live.client() as c:
+        answer = c.post("/predict?top_k=10", content=png, headers={"Content-Type": "image/png"})
+        junk = c.post("/predict", content=b"\0" * 20000, headers={"Content-Type": "image/png"})
+        metrics = c.get("/metrics").text
+    batches = re.search(r'convserve_batch_size_count\{[^}]*model="digits"[^}]*\} (\S+)', metrics)
+    assert answer.status_code == 200, answer.text
+    expected = reference([png])["probabilities"]
+    np.testing.assert_allclose(answer_probabilities(answer.json()), expected, atol=1e-6)
+    assert junk.status_code == 400 and junk.json()["error"]["code"] == "invalid_image"
+    assert batches is not None and float(batches.group(1)) >= 1  # the lone run counts as a batch
+
+
+def test_runs_queued_during_a_claim_wait_for_its_release() -> None:
+    sizes: list[int] = []
+    counted: list[int] = []
+
+    def run(batch: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        sizes.append(len(batch))
+        return {name: batch * 2 for name in outputs}
+
+    async def scenario() -> None:
+        worker = InferenceThread("test-alone")
+        observer = BatchObserver(on_batch=lambda rows, seconds: counted.append(rows))
+        batcher = Batcher(run, worker, max_batch_size=4, max_delay_s=0, max_queue=10,
+                          observer=observer)  # fmt: skip
+        try:
+            assert batcher.idle()
+            batcher.claim()
+            assert not batcher.idle()
+            waiting = asyncio.ensure_future(
+                batcher.submit(np.ones((2, 1), np.float32), ["y"], time.monotonic() + 30)
+            )
+            await asyncio.sleep(0.05)
+            assert not waiting.done() and sizes == []  # queued behind the claimed run
+            batcher.release(1, 0.001)
+            out = await asyncio.wait_for(waiting, 10)
+            assert out["y"].tolist() == [[2.0], [2.0]] and sizes == [2]
+            assert counted == [1, 2] and batcher.idle()
+        finally:
+            worker.close()
+
+    asyncio.run(scenario())
