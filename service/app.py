@@ -35,6 +35,7 @@ from service.openapi_errors import document_errors
 from service.routes import docs as docs_routes
 from service.routes import (
     explain,
+    explain_v1,
     featuremaps,
     health,
     models,
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(featuremaps.router)
     app.include_router(models.router)
     app.include_router(explain.router)
+    app.include_router(explain_v1.router)  # before v1: its /models/{target} takes any verb
     app.include_router(pictures.router)
     app.include_router(page.router)
     app.include_router(v1.router)  # TensorFlow Serving / KServe V1
