@@ -14,6 +14,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from service import multipart
 from service.errors import (
     BadMultipart,
     InvalidBase64,
@@ -24,7 +25,8 @@ from service.errors import (
     UnsupportedMediaType,
 )
 
-Images = tuple[list[bytes], list[str | None]]
+Images = tuple[list[bytes], list[str | None]]  # bytes, or memoryviews of a multipart body
+MAX_FIELDS = 100  # ordinary (non-file) multipart fields, as Starlette counts them
 
 SUPPORTED = (
     "image/* or application/octet-stream (raw body), multipart/form-data (`file` parts) "
@@ -58,9 +60,30 @@ async def read_images(request: Request, max_images: int) -> Images:
     raise UnsupportedMediaType(f"Content-Type {shown} is not supported; send {SUPPORTED}")
 
 
+def _fast_multipart(body: bytes, content_type: str, max_images: int) -> Images | None:
+    """The parts of a plain body without Starlette's parser (service/multipart.py); None
+    when the body is unusual or over a limit, so that Starlette parses it and says why."""
+    parts = multipart.parse(body, content_type, max_parts=max_images + MAX_FIELDS)
+    if parts is None:
+        return None
+    files = [p for p in parts if p.filename is not None]
+    if len(files) > max_images or len(parts) - len(files) > MAX_FIELDS:
+        return None
+    for part in files:
+        if part.name != "file":
+            raise InvalidParameter(f"unexpected file part {part.name!r}; name image parts 'file'")
+    if not files:
+        raise NoImages("the multipart body has no `file` parts")
+    return [p.data for p in files], [p.filename or None for p in files]
+
+
 async def _multipart(request: Request, max_images: int) -> Images:
+    content_type = request.headers.get("content-type", "")
+    fast = _fast_multipart(await request.body(), content_type, max_images)
+    if fast is not None:
+        return fast
     try:
-        form = await request.form(max_files=max_images, max_fields=100)
+        form = await request.form(max_files=max_images, max_fields=MAX_FIELDS)
     except HTTPException as exc:  # Starlette's parser speaks 400
         if "Too many files" in str(exc.detail):
             raise _too_many(f"more than {max_images}", max_images) from None

@@ -9,6 +9,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from service import multipart
+from tests.service.serving import LiveServer, digit_images, settings
 
 CTYPE = "multipart/form-data; boundary=XyZ"
 
@@ -93,3 +94,31 @@ def test_unusual_bodies_go_to_the_full_parser(raw: bytes) -> None:
 )  # fmt: skip
 def test_boundary_parameter(ctype: str, expected: bytes | None) -> None:
     assert multipart.boundary_of(ctype) == expected
+
+
+def test_fast_and_full_parser_answer_alike_over_http() -> None:
+    images = [data for _, data in digit_images()[:3]]
+    plain = body(*[file_part("file", f"{i}.png", d) for i, d in enumerate(images)])
+    wrong = body(file_part("image", "a.png", images[0]))
+    too_many = body(*[file_part("file", f"{i}.png", images[0]) for i in range(3)])
+
+    def via_starlette(raw: bytes) -> bytes:  # a header the fast path leaves to Starlette's parser
+        return raw.replace(b"Content-Type:", b"Content-Transfer-Encoding: binary\r\nContent-Type:")
+
+    unusual = via_starlette(plain)
+    assert multipart.parse(unusual, CTYPE, 10) is None
+    headers = {"Content-Type": CTYPE}
+    with LiveServer() as live, live.client() as c:
+        fast, full = (c.post("/predict", content=b, headers=headers) for b in (plain, unusual))
+        bad = [
+            c.post("/predict", content=w, headers=headers) for w in (wrong, via_starlette(wrong))
+        ]
+    with LiveServer(settings(max_images_per_request=2)) as live, live.client() as c:
+        over = [c.post("/predict", content=b, headers=headers)
+                for b in (too_many, via_starlette(too_many))]  # fmt: skip
+    assert fast.status_code == full.status_code == 200
+    assert fast.json()["predictions"] == full.json()["predictions"]
+    assert [p["filename"] for p in fast.json()["predictions"]] == ["0.png", "1.png", "2.png"]
+    assert [r.status_code for r in bad] == [422, 422] and bad[0].json() == bad[1].json()
+    assert over[0].status_code == over[1].status_code == 413
+    assert over[0].json() == over[1].json()
