@@ -50,6 +50,7 @@ PER_BATCH_S = 100e-6  # the batcher's own cost per batch (thread hand-off, loop 
 SIMPLER_WITHIN = 0.05  # a simpler shape wins unless the other is this much better
 SOLO_SLACK = 0.10  # busy shape may cost this much batch-1 latency with one caller
 SPIN_GAIN = 0.10  # spinning only if it cuts batch-1 latency by this much
+BUSY_ROUNDS = 2  # the busy shapes are timed this many times, interleaved
 CHEAP_S = 0.5e-3  # batch-1 latency below which decoding any photo costs more than the model
 
 
@@ -231,12 +232,16 @@ class Tuner:
         while batch > 1 and batch * solo_s > MAX_RUN_S / 2:
             batch //= 2
         rates: dict[tuple[int, int], float] = {}
-        for n, t in shapes:
-            if rates and self._left() < WINDOW_S * 2:
-                break
-            got = self.throughput(n, t, spin, batch)
-            measured.setdefault("busy", {})[f"{n}x{t} batch {batch}"] = got
-            rates[n, t] = got["images_per_s"]
+        for _ in range(BUSY_ROUNDS):  # interleaved; the best of each: other load only slows
+            for n, t in shapes:
+                if rates and self._left() < WINDOW_S * 2:
+                    break
+                got = self.throughput(n, t, spin, batch)
+                key = f"{n}x{t} batch {batch}"
+                best_yet = measured.setdefault("busy", {}).get(key)
+                if best_yet is None or got["images_per_s"] > best_yet["images_per_s"]:
+                    measured["busy"][key] = got
+                    rates[n, t] = got["images_per_s"]
         best = max(rates.values())
         n, t = next(s for s in rates if rates[s] >= best * (1 - SIMPLER_WITHIN))
         return n, t, spin
