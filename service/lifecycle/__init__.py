@@ -7,11 +7,11 @@ the Prometheus series. Nothing here knows HTTP or gRPC: the front doors call
 `ModelControl.index/load/unload` and map `RepositoryError` to their errors.
 """
 
-from service.lifecycle.control import (
+from service.lifecycle.control import ModelControl
+from service.lifecycle.errors import (
     ControlDisabled,
     DefaultModelRequired,
     LoadFailed,
-    ModelControl,
     NoSuchModel,
     RepositoryError,
 )

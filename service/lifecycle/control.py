@@ -23,6 +23,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Literal, Protocol
 
+from service.lifecycle.errors import (
+    ControlDisabled,
+    DefaultModelRequired,
+    LoadFailed,
+    NoSuchModel,
+)
 from service.lifecycle.index import Index, State
 from service.lifecycle.metrics import LifecycleMetrics
 from service.lifecycle.release import Retirable, release
@@ -42,26 +48,6 @@ class SwappableRegistry(Protocol):
     def models(self) -> Models: ...
 
     def replace(self, models: dict[str, dict[str, Retirable]]) -> None: ...
-
-
-class RepositoryError(Exception):
-    """A repository request that cannot be done; subclasses say why (each protocol maps them)."""
-
-
-class ControlDisabled(RepositoryError):
-    """load/unload outside explicit mode."""
-
-
-class NoSuchModel(RepositoryError):
-    """No directory (or nothing loaded) under that name."""
-
-
-class LoadFailed(RepositoryError):
-    """No version of the model could be verified, loaded and warmed up."""
-
-
-class DefaultModelRequired(RepositoryError):
-    """Unloading the default model would fail every request that names no model."""
 
 
 class ModelControl:
