@@ -23,7 +23,7 @@ _PARAM = re.compile(rb';\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"([^"\\]*)"|([^";\s]+))')
 class Part:
     name: str
     filename: str | None  # None: an ordinary form field, not a file
-    data: memoryview  # of the body: no copy on the event loop (the decoder copies it anyway)
+    data: bytes
 
 
 def boundary_of(content_type: str) -> bytes | None:
@@ -68,7 +68,6 @@ def parse(body: bytes, content_type: str, max_parts: int) -> list[Part] | None:
         return None  # a preamble, or not this boundary at all
     separator = b"\r\n" + delimiter
     parts: list[Part] = []
-    view = memoryview(body)
     pos = len(delimiter)
     while not body.startswith(b"--", pos):  # "--" after a delimiter closes the body
         if not body.startswith(b"\r\n", pos) or len(parts) >= max_parts:
@@ -82,6 +81,6 @@ def parse(body: bytes, content_type: str, max_parts: int) -> list[Part] | None:
         disposition = _disposition(body[pos + 2 : head_end])
         if disposition is None:
             return None
-        parts.append(Part(*disposition, view[head_end + 4 : end]))
+        parts.append(Part(*disposition, body[head_end + 4 : end]))
         pos = end + len(separator)
     return parts

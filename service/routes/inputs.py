@@ -25,7 +25,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 
-Images = tuple[list[bytes], list[str | None]]  # bytes, or memoryviews of a multipart body
+Images = tuple[list[bytes], list[str | None]]
 MAX_FIELDS = 100  # ordinary (non-file) multipart fields, as Starlette counts them
 
 SUPPORTED = (
