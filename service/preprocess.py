@@ -21,7 +21,8 @@ Deliberate choices, each because Keras does (or does not do) the same:
   error (HTTP 400), not an image padded with grey.
 
 Differences from Keras on purpose (for untrusted input only): the pixel count is
-checked from the header before any decoding (decompression bombs), and every
+checked from the header before any decoding (decompression bombs), so are the
+JPEG scan and PNG chunk counts (service/image_limits.py: CPU bombs), and every
 Pillow failure becomes an `ImageError` with a clear message instead of a crash.
 """
 
@@ -34,6 +35,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from service.bundle import InputSpec, Preprocessing
+from service.image_limits import too_costly
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -102,6 +104,8 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """
     if not data:
         raise ImageDecodeError("empty image: no bytes were sent")
+    if (why := too_costly(data)) is not None:  # scan and chunk floods: CPU, not memory
+        raise ImageTooLargeError(f"image refused: {why}")
     try:
         img = Image.open(io.BytesIO(data), formats=_open_formats())
     except _BOMB as exc:  # beyond Pillow's own limit (the warning only when warnings are errors)

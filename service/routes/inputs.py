@@ -2,6 +2,13 @@
 
 The raw body is the cheap path (no parsing at all). Returns the encoded bytes
 and a filename per image (None when the request carries no name).
+
+Bounds, whatever the body (docs/api.md, Limits): a multipart body stays in
+memory like a raw one (no temporary files: a pod's /tmp is small), its limit
+overrun is the same 413; a JSON body with more structure than `max_images`
+instances can need is refused before it is parsed (parsing turns each `{}` into
+a ~100-byte dict), deep nesting is a 400, and a large one is parsed in the
+decode pool, not on the event loop.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service import multipart
 from service.errors import (
@@ -21,12 +29,28 @@ from service.errors import (
     InvalidJSON,
     InvalidParameter,
     NoImages,
+    TooLarge,
     TooManyImages,
     UnsupportedMediaType,
 )
 
 Images = tuple[list[bytes], list[str | None]]
 MAX_FIELDS = 100  # ordinary (non-file) multipart fields, as Starlette counts them
+
+# JSON bodies above this are parsed in the decode pool (a thread) instead of on the loop.
+OFFLOAD_JSON_BYTES = 64 * 1024
+# `{`, `[` and `,` a /predict JSON body may hold per allowed instance (and a margin):
+# {"instances": [{"b64": "...", "filename": "..."}, ...]} needs 3 per instance.
+_STRUCTURE_PER_IMAGE, _STRUCTURE_MARGIN = 8, 64
+_WHITESPACE = dict.fromkeys(map(ord, " \t\r\n\v\f"))
+
+
+class _InMemoryParser(MultiPartParser):
+    """Starlette's parser, with every part held in memory as a raw body is: no part
+    spools to the temporary directory (the body limit bounds it anyway)."""
+
+    spool_max_size = 1 << 62
+
 
 SUPPORTED = (
     "image/* or application/octet-stream (raw body), multipart/form-data (`file` parts) "
@@ -55,7 +79,10 @@ async def read_images(request: Request, max_images: int) -> Images:
     if media_type == "multipart/form-data":
         return await _multipart(request, max_images)
     if media_type == "application/json":
-        return _json(await request.body(), max_images)
+        body = await request.body()
+        if len(body) > OFFLOAD_JSON_BYTES:
+            return await request.app.state.dataplane.offload(_json, body, max_images)
+        return _json(body, max_images)
     shown = media_type or "none"
     raise UnsupportedMediaType(f"Content-Type {shown} is not supported; send {SUPPORTED}")
 
@@ -82,11 +109,18 @@ async def _multipart(request: Request, max_images: int) -> Images:
     fast = _fast_multipart(await request.body(), content_type, max_images)
     if fast is not None:
         return fast
+    parser = _InMemoryParser(
+        request.headers, request.stream(), max_files=max_images, max_fields=MAX_FIELDS
+    )
     try:
-        form = await request.form(max_files=max_images, max_fields=MAX_FIELDS)
-    except HTTPException as exc:  # Starlette's parser speaks 400
-        if "Too many files" in str(exc.detail):
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if "Too many files" in exc.message:
             raise _too_many(f"more than {max_images}", max_images) from None
+        raise BadMultipart(f"invalid multipart body: {exc.message}") from None
+    except HTTPException as exc:  # the body limit (413), raised while the body streams in
+        if exc.status_code == 413:
+            raise
         raise BadMultipart(f"invalid multipart body: {exc.detail}") from None
     try:
         blobs, names = [], []
@@ -107,10 +141,18 @@ async def _multipart(request: Request, max_images: int) -> Images:
 
 
 def _json(body: bytes, max_images: int) -> Images:
+    structure = body.count(b"{") + body.count(b"[") + body.count(b",")
+    if structure > _STRUCTURE_PER_IMAGE * max_images + _STRUCTURE_MARGIN:
+        raise TooLarge(
+            f"the JSON body has {structure} objects, arrays and values; {max_images} "
+            f'instances of {{"b64": ..., "filename": ...}} need far fewer'
+        )
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("the body is not valid JSON: nested too deeply") from None
     instances = doc.get("instances") if isinstance(doc, dict) else None
     if not isinstance(instances, list) or not instances:
         raise InvalidParameter(
@@ -124,7 +166,8 @@ def _json(body: bytes, max_images: int) -> Images:
         if not isinstance(b64, str):
             raise InvalidParameter(f'instances[{i}] must be {{"b64": "<base64>"}}')
         try:
-            blobs.append(base64.b64decode("".join(b64.split()), validate=True))
+            # one copy without whitespace (split() made one string per run of text)
+            blobs.append(base64.b64decode(b64.translate(_WHITESPACE), validate=True))
         except (binascii.Error, ValueError) as exc:
             raise InvalidBase64(f"instances[{i}].b64 is not valid base64: {exc}") from None
         name = instance.get("filename")

@@ -1,0 +1,64 @@
+"""What an upload may cost to decode, checked on its bytes before any decoder runs.
+
+The pixel count (read from the header) bounds an image's memory, not its CPU:
+a small file can still make a decoder loop for seconds. Two such shapes exist
+in the formats the server takes, and both are refused from a byte scan that
+costs microseconds:
+
+- a progressive JPEG with hundreds of scans: each scan is a pass over every
+  coefficient block (a 72 KiB 4000x4000 file with 300 extra scans took 2.3 s of
+  CPU here); legitimate files have 6-12 scans (an MPO photo pair about twice that);
+- a PNG with a flood of chunks: Pillow handles each chunk in Python (~13 us), so
+  100,000 empty chunks in 1.2 MiB took 0.4-1.3 s; encoders write 8-64 KiB IDAT
+  chunks, so a few dozen chunks plus one per 8 KiB is plenty.
+
+Also the default pixel cap, derived from the model's input size.
+"""
+
+from __future__ import annotations
+
+JPEG_MAX_SCANS = 64
+PNG_MAX_CHUNKS_BASE = 64
+PNG_BYTES_PER_CHUNK = 8192
+
+# Pixel cap when `max_image_pixels` is 0 (auto): this many times the model's input,
+# within [floor, ceiling]. 256x is a 16x downscale per side: a 12 MP phone photo
+# for a 224x224 model; the floor keeps ordinary photos usable with tiny models.
+PIXELS_PER_INPUT_PIXEL = 256
+AUTO_PIXELS_FLOOR = 4 * 1024 * 1024
+AUTO_PIXELS_CEILING = 40_000_000
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def too_costly(data: bytes) -> str | None:
+    """Why decoding `data` would cost far more than its size suggests, or None."""
+    if data.startswith(b"\xff\xd8"):
+        # SOS markers: 0xFF inside entropy-coded data is always followed by 0x00 or
+        # a restart marker, so FF DA only starts a scan (or sits in an APP payload:
+        # a slight over-count, well inside the limit)
+        scans = data.count(b"\xff\xda")
+        if scans > JPEG_MAX_SCANS:
+            return f"the JPEG has {scans} scans; the limit is {JPEG_MAX_SCANS}"
+    elif data.startswith(_PNG_SIGNATURE):
+        limit = PNG_MAX_CHUNKS_BASE + len(data) // PNG_BYTES_PER_CHUNK
+        if _png_chunks(data, limit + 1) > limit:
+            return f"the PNG has more than {limit} chunks for {len(data)} bytes"
+    return None
+
+
+def _png_chunks(data: bytes, stop: int) -> int:
+    """Chunks up to IEND, the end of the data, or `stop` (whichever comes first)."""
+    count, pos, end = 0, len(_PNG_SIGNATURE), len(data)
+    while pos + 8 <= end and count < stop:
+        count += 1
+        if data[pos + 4 : pos + 8] == b"IEND":
+            break
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+    return count
+
+
+def auto_max_pixels(input_height: int, input_width: int) -> int:
+    """The default pixel cap for a model with this input size."""
+    wanted = PIXELS_PER_INPUT_PIXEL * input_height * input_width
+    return max(AUTO_PIXELS_FLOOR, min(AUTO_PIXELS_CEILING, wanted))
