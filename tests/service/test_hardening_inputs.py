@@ -19,8 +19,9 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.hardening_support import cpu_seconds, healthz_latency, peak_rss_growth
+from tests.service.hardening_support import connect, cpu_seconds, healthz_latency, peak_rss_growth
 from tests.service.serving import ServerProcess
 
 SEVEN = (Path(__file__).resolve().parents[1] / "data" / "seven.png").read_bytes()
@@ -208,3 +209,40 @@ def test_a_modest_progressive_jpeg_still_decodes(server: ServerProcess) -> None:
         server.url + "/predict", content=buf.getvalue(), headers={"Content-Type": "image/jpeg"}
     )
     assert r.status_code == 200, r.text
+
+
+def _count_5xx_and_499(url: str) -> tuple[float, float]:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    fives = failed = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "convserve_requests":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    status = sample.labels.get("status", "")
+                    fives += sample.value if status.startswith("5") else 0
+                    failed += sample.value if status == "499" else 0
+    return fives, failed
+
+
+@pytest.mark.parametrize("media_type", ["image/png", "application/json", "multipart/form-data"])
+def test_a_client_leaving_mid_body_is_a_499_without_a_traceback(
+    server: ServerProcess, media_type: str
+) -> None:
+    """Before: logged as a 500 with a full traceback and counted as a 500."""
+    fives, gone = _count_5xx_and_499(server.url)
+    sock = connect(server.url)
+    ctype = media_type + ("; boundary=x" if media_type.startswith("multipart") else "")
+    sock.sendall(
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+        "Content-Length: 100000\r\n\r\n".encode()
+        + b"\0" * 5000
+    )
+    time.sleep(0.3)
+    sock.close()
+    deadline = time.monotonic() + 10
+    while _count_5xx_and_499(server.url)[1] < gone + 1:
+        assert time.monotonic() < deadline, server.output[-3000:]
+        time.sleep(0.1)
+    assert _count_5xx_and_499(server.url)[0] == fives
+    assert "Traceback" not in server.output
+    assert "ClientDisconnect" not in server.output
