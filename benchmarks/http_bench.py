@@ -31,7 +31,8 @@ from benchmarks.photo import PHOTO
 from service.bundle import read_bundle
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ("convserve", "convserve2", "plain1", "plain2")  # convserve2: --workers 2
+# convserve2: --workers 2; baseline: convserve from --baseline-src (an older checkout)
+TARGETS = ("convserve", "convserve2", "baseline", "plain1", "plain2")
 DEFAULT_TARGETS = ("convserve", "plain1", "plain2")
 INPROCESS_MAX_BATCH = 32  # the in-process limit's batch when --max-batch leaves convserve's default
 
@@ -88,6 +89,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--repeat", type=int, default=1, help="interleaved repeats; the table shows medians"
     )
+    p.add_argument(
+        "--convserve-src", type=Path, default=REPO, help="the checkout convserve runs from"
+    )
+    p.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="the 'baseline' target's checkout, e.g. `git archive COMMIT | tar -x -C DIR`",
+    )
+    p.add_argument(
+        "--baseline-env", action="append", default=[], metavar="K=V",
+        help="extra env for the baseline only (after --server-env)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, help="write all numbers as JSON here")
     p.add_argument("--logdir", type=Path, default=REPO / "benchmarks/.cache/logs")
     if p.parse_args(argv).quick:  # quick changes the defaults; flags given explicitly still win
@@ -98,6 +111,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.targets = [t for t in args.targets.split(",") if t]
     if unknown := set(args.targets) - set(TARGETS):
         p.error(f"unknown targets {sorted(unknown)}")
+    if "baseline" in args.targets and args.baseline_src is None:
+        p.error("the baseline target needs --baseline-src")
     if args.client == "auto":
         args.client = "wrk" if wrk.available() else "python"
     return args
@@ -198,7 +213,7 @@ def only_model_root(bundle_dir: Path, scratch: Path) -> Path:
 
 def start(target: str, args: argparse.Namespace):
     """convserve at its defaults unless flags say otherwise; the plain server as written."""
-    if target.startswith("convserve"):
+    if target.startswith("convserve") or target == "baseline":
         env = {"CONVSERVE_PROVIDERS": "cpu"}
         if args.max_batch is not None:
             env["CONVSERVE_MAX_BATCH_SIZE"] = str(args.max_batch)
@@ -207,9 +222,12 @@ def start(target: str, args: argparse.Namespace):
         if target == "convserve2":
             env["CONVSERVE_WORKERS"] = "2"
         env.update(kv.split("=", 1) for kv in args.server_env)
+        if target == "baseline":
+            env.update(kv.split("=", 1) for kv in args.baseline_env)
+        src = args.baseline_src if target == "baseline" else args.convserve_src
         return servers.convserve(
             only_model_root(args.model, args.logdir), read_bundle(args.model).name,
-            logdir=args.logdir, env=env, name=target,
+            logdir=args.logdir, env=env, name=target, src=src.resolve(),
         )  # fmt: skip
     workers = int(target.removeprefix("plain"))
     return servers.plain(
@@ -237,7 +255,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
             server = stack.enter_context(start(target, args))
             pids[target] = server.process.pid
             urls[target] = f"{server.url}/predict" + (
-                f"?model={name}" if target.startswith("convserve") else ""
+                f"?model={name}" if target.startswith(("convserve", "baseline")) else ""
             )
             for _, body, ctype, images in form_list:
                 check_answer(urls[target], body, ctype, images)
@@ -280,7 +298,7 @@ def served_metadata(urls: dict[str, str], name: str) -> dict[str, dict]:
     """Each convserve's /models/{name} after the run: the execution shape it chose."""
     out = {}
     for target, url in urls.items():
-        if target.startswith("convserve"):
+        if target.startswith("convserve") or target == "baseline":
             base = url.split("/predict", 1)[0]
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 out[target] = httpx.get(f"{base}/models/{name}", timeout=10).json()

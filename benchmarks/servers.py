@@ -32,9 +32,9 @@ class Server:
     log: Path
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
+def _env(extra: dict[str, str], src: Path = REPO) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(src), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
@@ -84,11 +84,14 @@ def _started(
     logdir: Path,
     timeout: float,
     in_a_row: int = 1,
+    src: Path = REPO,
 ):
     logdir.mkdir(parents=True, exist_ok=True)
     log = logdir / f"{name}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(env), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=src, env=_env(env, src), stdout=out, stderr=subprocess.STDOUT
+        )
     server = Server(name, f"http://127.0.0.1:{port}", proc, log)
     try:
         _wait_ready(server, ready, timeout, in_a_row)
@@ -105,9 +108,11 @@ def convserve(
     env: dict[str, str] | None = None,
     timeout: float = 180.0,
     name: str = "convserve",
+    src: Path = REPO,
 ) -> contextlib.AbstractContextManager[Server]:
     """`python -m service` serving `model_root` (default `model`); ready when /readyz is 200
-    (20 times in a row: with several workers, each of them)."""
+    (20 times in a row: with several workers, each of them). `src`: another checkout of
+    the service (e.g. `git archive` of an older commit) to compare with."""
     port = free_port()
     settings = {
         "CONVSERVE_MODEL_DIR": str(Path(model_root).resolve()),
@@ -119,7 +124,7 @@ def convserve(
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "service"]
-    return _started(name, cmd, settings, port, "/readyz", logdir, timeout, in_a_row=20)
+    return _started(name, cmd, settings, port, "/readyz", logdir, timeout, in_a_row=20, src=src)
 
 
 def plain(

@@ -60,3 +60,12 @@ def test_readme_block_is_replaced_between_markers(tmp_path: Path) -> None:
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
     assert "| digits | raw" in text and "digits: inference_threads 1 (auto)" in text
+
+
+def test_ablate_switches_each_change_off(tmp_path: Path) -> None:
+    from benchmarks import ablate
+
+    out = ablate.make(tmp_path / "src", ["alone", "multipart"])
+    for path, on, off in ablate.SWITCHES.values():
+        text = (out / path).read_text()
+        assert on not in text and off in text

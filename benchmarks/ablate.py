@@ -1,0 +1,58 @@
+"""A copy of the service with one optimisation switched off, to measure what it moved.
+
+`git archive` of a commit (default HEAD) into DIR, then one line changed per
+switched-off change, so `http_bench --targets convserve,baseline --baseline-src DIR`
+compares the two in one run. The tuner needs no copy: run the baseline with its
+knobs set explicitly (`--baseline-src . --baseline-env CONVSERVE_INTRA_OP_THREADS=0
+...`), which keeps them as set.
+
+    python -m benchmarks.ablate /tmp/no-alone --off alone
+    python -m benchmarks.ablate /tmp/no-multipart --off multipart
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# change -> (file, the line that turns it on, the line that leaves it off)
+SWITCHES = {
+    "alone": ("service/dataplane.py",
+              "alone = await self._alone(model, inputs, outputs, deadline)", "alone = None"),
+    "multipart": ("service/routes/inputs.py",
+                  "fast = _fast_multipart(await request.body(), content_type, max_images)",
+                  "fast = None"),
+}  # fmt: skip
+
+
+def make(out: Path, off: list[str], commit: str = "HEAD") -> Path:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", commit, "service"], cwd=REPO, check=True,
+                             capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    for name in off:
+        path, on, replacement = SWITCHES[name]
+        text = (out / path).read_text()
+        if text.count(on) != 1:
+            raise SystemExit(f"{name}: {path} at {commit} has no line {on!r}")
+        (out / path).write_text(text.replace(on, replacement))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("out", type=Path)
+    p.add_argument("--off", action="append", default=[], choices=sorted(SWITCHES))
+    p.add_argument("--commit", default="HEAD")
+    args = p.parse_args()
+    print(make(args.out, args.off, args.commit))
+
+
+if __name__ == "__main__":
+    main()
