@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -40,6 +40,7 @@ class _ASGIHeaders(Getter):
 
 
 _GETTER = _ASGIHeaders()
+_OFF = nullcontext()
 # UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS: the
 # server's failures (OpenTelemetry's gRPC conventions); the rest are the caller's
 _GRPC_SERVER_ERRORS = {2, 4, 12, 13, 14, 15}
@@ -136,14 +137,16 @@ class Tracing:
             otel_context.detach(token)
 
     # ---- children -----------------------------------------------------------------
-    @contextmanager
-    def span(self, name: str, attributes: dict[str, object]) -> Iterator[trace.Span]:
-        with self.tracer.start_as_current_span(name, attributes=_named(attributes)) as span:
-            yield span
+    def span(self, name: str, attributes: dict[str, object]):
+        """A child of the current span; nothing at all under an unsampled (or no) request."""
+        if not trace.get_current_span().is_recording():
+            return _OFF
+        return self.tracer.start_as_current_span(name, attributes=_named(attributes))
 
     def current_span(self) -> trace.Span | None:
+        """The current span when it records: an unsampled request gets no child spans."""
         span = trace.get_current_span()
-        return span if span.get_span_context().is_valid else None
+        return span if span.is_recording() else None
 
     def batch_tracer(self, model: str, version: str, provider: str) -> BatchTracer:
         return BatchTracer(self.tracer, model, version, provider)
