@@ -24,7 +24,7 @@ import numpy as np
 from service import batcher as scheduler
 from service import tracing
 from service.bundle import PROBABILITIES_OUTPUT, FeatureMapSpec
-from service.decoder import INLINE_MAX_BYTES, Decoder
+from service.decoder import INLINE_MAX_BYTES, Decoder, usable_cpus
 from service.errors import (
     APIError,
     InferenceFailed,
@@ -86,8 +86,10 @@ class DataPlane:
         """Load every bundle and create its session (StartupError); warm up in the background."""
         settings = self.settings
         self._worker = InferenceThread(count=settings.inference_threads)
+        # each of `workers` processes decodes on its share of the CPUs (+1, see Decoder)
+        share = max(1, usable_cpus() // settings.workers)
         self._decoder = Decoder(
-            settings.decode_threads,
+            settings.decode_threads or share + 1,
             max_pixels=settings.max_image_pixels,
             inline_max_pixels=settings.inline_decode_max_pixels,
         )
