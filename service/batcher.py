@@ -133,7 +133,8 @@ class Batcher:
     def release(self, rows: int, seconds: float) -> None:
         """That run ended (event loop only): counted as a batch; the queue moves on."""
         self._running -= 1
-        self._observer.on_batch(rows, seconds)
+        if rows:  # 0: it never reached the model (failed to decode, or expired)
+            self._observer.on_batch(rows, seconds)
         self._maybe_dispatch()
 
     @contextmanager

@@ -268,20 +268,31 @@ class DataPlane:
             return None  # tiny uploads decode inline, on the loop: the batched path is cheaper
         if any(n != PROBABILITIES_OUTPUT and n not in model.layers for n in outputs):
             return None  # the batched path says which output is unknown
-        if deadline is not None and deadline <= time.monotonic():
+        if deadline is None:
+            deadline = self.deadline()
+        elif deadline <= time.monotonic():
             return None
+        ran: list[bool] = []  # set in the pool thread when the model really runs
+
+        def run(batch: np.ndarray) -> dict[str, np.ndarray]:
+            if time.monotonic() >= deadline:  # expired while decoding: never run the model
+                raise scheduler.DeadlineExceeded("the request's deadline passed before inference")
+            ran.append(True)
+            return model.engine.run(batch, list(outputs))
+
         batcher.claim()
         start = time.perf_counter()
         try:
-            return await self.decoder.decode_then(
-                model.bundle, blobs[0], lambda x: model.engine.run(x, list(outputs))
-            )
+            return await self.decoder.decode_then(model.bundle, blobs[0], run)
         except APIError:
             raise
+        except scheduler.DeadlineExceeded as exc:
+            timeout = self.settings.request_timeout_s
+            raise Timeout(f"{exc} (request timeout {timeout:g} s)") from None
         except Exception as exc:  # as the batched path reports a failed batch
             raise InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}") from None
         finally:
-            batcher.release(1, time.perf_counter() - start)
+            batcher.release(1 if ran else 0, time.perf_counter() - start)
 
     async def classify(
         self,

@@ -16,7 +16,13 @@ from PIL import Image
 
 from service.batcher import Batcher, BatchObserver
 from service.inference_thread import InferenceThread
-from tests.service.serving import LiveServer, answer_probabilities, digit_images, reference
+from tests.service.serving import (
+    LiveServer,
+    answer_probabilities,
+    digit_images,
+    reference,
+    settings,
+)
 
 
 def large_png(data: bytes) -> bytes:
@@ -74,3 +80,14 @@ def test_runs_queued_during_a_claim_wait_for_its_release() -> None:
             worker.close()
 
     asyncio.run(scenario())
+
+
+def test_a_lone_upload_that_expires_while_decoding_never_reaches_the_model() -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (1500, 1500), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)  # slow to decode
+    with LiveServer(settings(request_timeout_s=0.005)) as live, live.client() as c:
+        answer = c.post("/predict", content=buf.getvalue(), headers={"Content-Type": "image/png"})
+        metrics = c.get("/metrics").text
+    assert answer.status_code == 504 and answer.json()["error"]["code"] == "timeout"
+    assert not re.search(r'convserve_batch_size_count\{[^}]*model="digits"[^}]*\} [1-9]', metrics)
