@@ -40,13 +40,13 @@ class Metrics:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "convserve_requests",
-            "HTTP requests by route, method and status",
+            "requests (HTTP, and gRPC calls as their REST twin) by route, method and status",
             ["route", "method", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "convserve_request_duration_seconds",
-            "HTTP request latency, first byte in to last out",
+            "request latency (HTTP and gRPC), first byte in to last out",
             ["route"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -106,7 +106,7 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "convserve_requests_in_flight",
-            "HTTP requests being served",
+            "requests being served (HTTP and gRPC)",
             registry=r,
             multiprocess_mode="livesum",
         )

@@ -7,6 +7,11 @@ one batcher per model, one lifecycle state. The API key comes from metadata
 `request_timeout_s`) is the request's deadline; every APIError maps to a gRPC
 status code, never UNKNOWN. Messages up to `max_body_bytes` are accepted.
 
+Every unary call is counted in the same request metrics as HTTP (see `_record`):
+route = the gRPC method path, method = that of the same operation over REST
+(POST for ModelInfer, GET for the rest), status = the HTTP status the same
+error gets over REST, so the alert rules' POST ratios cover gRPC inference.
+
 With `workers > 1` every worker process binds the gRPC port with SO_REUSEPORT
 and the kernel spreads connections (not single calls) over them; with one
 worker SO_REUSEPORT is off, so a port already in use fails the start loudly.
@@ -15,6 +20,7 @@ worker SO_REUSEPORT is off, so a port already in use fails the start loudly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -31,12 +37,14 @@ from service.grpc import codec
 from service.grpc import grpc_predict_v2_pb2 as pb
 from service.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.loader import StartupError
+from service.metrics import Metrics
 from service.oip.metadata import model_metadata, server_metadata
 from service.oip.protocol import ProtocolError
 from service.settings import Settings
 
 log = logging.getLogger("convserve.grpc")
 SERVICE = "inference.GRPCInferenceService"
+CHECK_ROUTE = "/grpc.health.v1.Health/Check"
 Code = grpc.StatusCode
 _BY_STATUS = {
     400: Code.INVALID_ARGUMENT,
@@ -52,28 +60,62 @@ _BY_STATUS = {
 }
 
 
+# the HTTP method of each call's REST twin: the alert rules count inference as POST
+_INFERENCE = frozenset({"ModelInfer"})
+CLIENT_CLOSED = 499  # the client cancelled the call (nginx's code for the same)
+
+
 def status_code(http_status: int) -> grpc.StatusCode:
     """The gRPC code of an APIError's HTTP status (INTERNAL for anything else)."""
     return _BY_STATUS.get(http_status, Code.INTERNAL)
 
 
+def _cancelled_status(context: grpc.aio.ServicerContext) -> int:
+    """A call cancelled under us: 504 when it carried a deadline, else 499 (client went away).
+
+    A gRPC client whose deadline passes cancels the call (RST_STREAM), so the
+    server sees a cancellation, often before its own clock says the deadline
+    passed; a call with a deadline that gets cancelled is almost always that.
+    """
+    return CLIENT_CLOSED if context.time_remaining() is None else 504
+
+
+def _record(metrics: Metrics, route: str, method: str, status: int, started: float) -> None:
+    """One finished call in the request counter and latency histogram HTTP uses."""
+    metrics.requests.labels(route, method, str(status)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
 def _rpc(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
-    """Turn the data plane's and the codec's refusals into gRPC statuses."""
+    """Turn the data plane's and the codec's refusals into gRPC statuses; count the call."""
+    route = f"/{SERVICE}/{method.__name__}"
+    verb = "POST" if method.__name__ in _INFERENCE else "GET"
 
     @functools.wraps(method)
     async def call(self: InferenceServicer, request, context: grpc.aio.ServicerContext):
+        started = time.perf_counter()
         trace = None
         if tracing.enabled:
             trace = tracing.start_rpc(context.invocation_metadata(), SERVICE, method.__name__)
         failure = None
+        status = 200
+        metrics = self._dp.metrics
+        metrics.in_flight.inc()
         try:
             return await method(self, request, context)
         except (APIError, ProtocolError) as exc:
+            status = exc.status
             failure = (status_code(exc.status), exc.message)
+        except asyncio.CancelledError:
+            status = _cancelled_status(context)
+            raise
         except Exception:
             log.exception("unhandled error in %s", method.__name__)
+            status = 500
             failure = (Code.INTERNAL, "internal server error; see the server log")
         finally:
+            metrics.in_flight.dec()
+            _record(metrics, route, verb, status, started)
             if trace is not None:
                 tracing.end_rpc(trace, (failure[0] if failure else Code.OK).value[0])
         await context.abort(*failure)
@@ -154,6 +196,11 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
     def __init__(self, dataplane: DataPlane) -> None:
         self._dp = dataplane
+        self._closed = asyncio.Event()
+
+    def close(self) -> None:
+        """End every Watch stream (at shutdown: an open stream would hold the server's grace)."""
+        self._closed.set()
 
     def _status(self, service: str) -> int:
         if service not in self.SERVICES:
@@ -163,18 +210,25 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse.NOT_SERVING
 
     async def Check(self, request, context) -> health_pb2.HealthCheckResponse:
-        if request.service not in self.SERVICES:
+        """Counted like /readyz (a GET); Watch streams are not (they last as long as the client)."""
+        started = time.perf_counter()
+        known = request.service in self.SERVICES
+        _record(self._dp.metrics, CHECK_ROUTE, "GET", 200 if known else 404, started)
+        if not known:
             await context.abort(Code.NOT_FOUND, f"unknown service {request.service!r}")
         return health_pb2.HealthCheckResponse(status=self._status(request.service))
 
     async def Watch(self, request, context) -> None:
+        """Every change of status (NOT_SERVING from SIGTERM on), until the client goes
+        away or the server stops (`close`)."""
         last = None
-        while True:  # until the client goes away (the call is cancelled) or the server stops
+        while not self._closed.is_set():
             status = self._status(request.service)
             if status != last:
                 await context.write(health_pb2.HealthCheckResponse(status=status))
                 last = status
-            await asyncio.sleep(self.WATCH_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self.WATCH_INTERVAL_S)
 
 
 class GrpcServer:
@@ -190,7 +244,8 @@ class GrpcServer:
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(dataplane), self._server
         )
-        health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(dataplane), self._server)
+        self._health = HealthServicer(dataplane)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.port = 0
 
     async def start(self) -> int:
@@ -208,7 +263,10 @@ class GrpcServer:
         return self.port
 
     async def stop(self, grace_s: float) -> None:
-        """Refuse new calls, let running ones finish for up to `grace_s`, then close."""
+        """Refuse new calls, let running ones finish for up to `grace_s`, then close.
+
+        Health Watch streams end first: they never finish by themselves."""
+        self._health.close()
         await self._server.stop(grace_s)
 
 
