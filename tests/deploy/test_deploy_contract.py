@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import yaml
@@ -36,6 +37,7 @@ from deploy_support import (
     server_container,
     stages,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
 from service.settings import Settings
@@ -144,8 +146,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _image_env(port: int, site: Path) -> dict[str, str]:
-    """The CPU image's environment, moved to this machine: loopback, a free port,
+def _image_env(port: int, grpc_port: int, site: Path) -> dict[str, str]:
+    """The CPU image's environment, moved to this machine: loopback, free ports,
     the repository's models/ in place of /opt/convserve/models, and the installed
     wheel in `site` (not the source tree) as the server's code."""
     image = stages(DOCKERFILES["cpu"])[1][-1].env()
@@ -155,6 +157,7 @@ def _image_env(port: int, site: Path) -> dict[str, str]:
     env.update(
         CONVSERVE_HOST="127.0.0.1",  # the image binds 0.0.0.0; tests stay on loopback
         CONVSERVE_PORT=str(port),
+        CONVSERVE_GRPC_PORT=str(grpc_port),  # not the image's 8001: tests run side by side
         CONVSERVE_MODEL_DIR=str(ROOT / "models"),
         CONVSERVE_API_KEY=API_KEY,
         CONVSERVE_LOG_LEVEL="warning",
@@ -221,8 +224,8 @@ def test_server_started_like_the_image_passes_its_probes_and_drains(
     final = stages(DOCKERFILES["cpu"])[1][-1]
     (entry,) = exec_form(final.all("ENTRYPOINT")[-1].args)
     executable = installed_server / "bin" / entry  # the console script the wheel installs
-    port = _free_port()
-    env = _image_env(port, installed_server)
+    port, grpc_port = _free_port(), _free_port()
+    env = _image_env(port, grpc_port, installed_server)
     # the code that runs is the installed wheel's, not the checkout's
     where = [sys.executable, "-c", "import service; print(service.__file__)"]
     found = subprocess.run(where, env=env, cwd=tmp_path, capture_output=True, text=True)
@@ -268,6 +271,13 @@ def test_server_started_like_the_image_passes_its_probes_and_drains(
         (rule,) = adapter["rules"]["custom"]
         assert rule["seriesQuery"].startswith(metric + "{") and rule["name"]["as"] == metric
         assert re.search(rf"^{metric}\{{[^}}]*model=\"digits\"", metrics, re.M), metrics[:2000]
+
+        # the readinessProbe: grpc.health.v1 on the gRPC port, as the kubelet asks it
+        service = container["readinessProbe"]["grpc"].get("service", "")
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            check = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
 
         # SIGTERM, as the kubelet sends it after the preStop pause, while a
         # request is in flight: readiness must drop and the request be answered

@@ -59,7 +59,8 @@ def test_service_image_shape(kind: str) -> None:
     assert uid.isdigit() and int(uid) >= 10000, user
     env = final.env()
     assert env["CONVSERVE_HOST"] == "0.0.0.0"  # reachable from outside the container
-    assert [i.args for i in final.all("EXPOSE")] == [env["CONVSERVE_PORT"]] == ["8000"]
+    exposed = [port for i in final.all("EXPOSE") for port in i.args.split()]
+    assert exposed == [env["CONVSERVE_PORT"], env["CONVSERVE_GRPC_PORT"]] == ["8000", "8001"]
     assert env["CONVSERVE_PROVIDERS"] == {"gpu": "cuda", "cpu": "cpu"}[kind]
     # the default bundle is in the image where CONVSERVE_MODEL_DIR points
     copies = [c.args.split() for c in final.all("COPY") if "--from=" not in c.args]

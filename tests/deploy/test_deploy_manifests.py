@@ -160,3 +160,18 @@ def test_api_key_comes_from_a_secret_never_a_literal(name: str) -> None:
     for doc in docs:
         if doc["kind"] == "ConfigMap":
             assert not SECRET_SOURCES & doc["data"].keys()
+
+
+def test_kserve_predictor_declares_http_and_grpc_as_kserve_reads_them() -> None:
+    """HTTP first (KServe's Service maps port 80 to the first container port), gRPC
+    named `h2c` (KServe's name for it) on the port the server binds."""
+    docs = render("kserve")
+    isvc = one(docs, "InferenceService")
+    container = server_container(isvc["spec"]["predictor"])
+    env = container_env(container, docs)
+    ports = [(p["name"], p["containerPort"]) for p in container["ports"]]
+    assert ports == [
+        ("http1", int(env["CONVSERVE_PORT"])),
+        ("h2c", int(env["CONVSERVE_GRPC_PORT"])),
+    ]
+    assert isvc["metadata"]["annotations"]["prometheus.kserve.io/port"] == env["CONVSERVE_PORT"]
