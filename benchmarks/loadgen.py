@@ -42,6 +42,16 @@ def multipart_body(parts: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:
     return b"".join(chunks), f"multipart/form-data; boundary={BOUNDARY}"
 
 
+def _stop_resource_tracker() -> None:
+    """The helper process "spawn" starts would otherwise live as long as this one (a
+    caller's leftover process); the next pool starts a new one. Private API: best effort."""
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+    if stop is not None:
+        stop()
+
+
 def build_request(
     url: str, body: bytes, content_type: str, headers: dict[str, str] | None = None
 ) -> bytes:
@@ -229,6 +239,7 @@ def run_load(
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
             results = list(pool.map(run_shard, shards))
+        _stop_resource_tracker()
     latencies = [x for r in results for x in r.latencies_ms]
     statuses: Counter[int] = Counter()
     for r in results:
