@@ -92,9 +92,12 @@ def summarize(raw: Path, cpu: dict[int, float], requests: int) -> dict:
     us = 1e6 / max(1, requests)
     total = sum(loop.values()) or 1
     main_us = per_kind["event loop"] * us
+    unseen = {tid: round(seconds * us) for tid, seconds in cpu.items()
+              if tid not in kinds and seconds > 0}  # fmt: skip
     return {
         "requests": requests,
         "cpu_us_per_request": {k: round(v * us) for k, v in per_kind.most_common()},
+        "threads_py_spy_never_saw": unseen,  # native threads (onnxruntime's pool, ...)
         "event_loop_cpu_us_per_request_by_category": {
             k: round(main_us * v / total) for k, v in loop.most_common()
         },
