@@ -1,5 +1,8 @@
 """The gRPC front door: KServe's GRPCInferenceService and grpc.health.v1.Health.
 
+GRPCInferenceService also has Triton's model repository extension
+(RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload: repository.py).
+
 Runs on the HTTP server's event loop (grpc.aio), started and stopped by the
 app's lifespan, over the same data plane as every REST route: one registry,
 one batcher per model, one lifecycle state. The API key comes from metadata
@@ -9,7 +12,7 @@ status code, never UNKNOWN. Messages up to `max_body_bytes` are accepted.
 
 Every unary call is counted in the same request metrics as HTTP (see `_record`):
 route = the gRPC method path, method = that of the same operation over REST
-(POST for ModelInfer, GET for the rest), status = the HTTP status the same
+(POST for ModelInfer and the repository calls, GET for the rest), status = the HTTP status the same
 error gets over REST, so the alert rules' POST ratios cover gRPC inference.
 
 With `workers > 1` every worker process binds the gRPC port with SO_REUSEPORT
@@ -33,7 +36,7 @@ from service import tracing
 from service.auth import check_api_key
 from service.dataplane import DataPlane
 from service.errors import APIError
-from service.grpc import codec
+from service.grpc import codec, repository
 from service.grpc import grpc_predict_v2_pb2 as pb
 from service.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.loader import StartupError
@@ -61,7 +64,9 @@ _BY_STATUS = {
 
 
 # the HTTP method of each call's REST twin: the alert rules count inference as POST
-_INFERENCE = frozenset({"ModelInfer"})
+_POSTS = frozenset(
+    {"ModelInfer", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"}
+)
 CLIENT_CLOSED = 499  # the client cancelled the call (nginx's code for the same)
 
 
@@ -89,7 +94,7 @@ def _record(metrics: Metrics, route: str, method: str, status: int, started: flo
 def _rpc(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
     """Turn the data plane's and the codec's refusals into gRPC statuses; count the call."""
     route = f"/{SERVICE}/{method.__name__}"
-    verb = "POST" if method.__name__ in _INFERENCE else "GET"
+    verb = "POST" if method.__name__ in _POSTS else "GET"
 
     @functools.wraps(method)
     async def call(self: InferenceServicer, request, context: grpc.aio.ServicerContext):
@@ -124,7 +129,7 @@ def _rpc(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The six methods of grpc_predict_v2.proto over the data plane."""
+    """KServe's six methods and Triton's three repository methods over the data plane."""
 
     def __init__(self, dataplane: DataPlane) -> None:
         self._dp = dataplane
@@ -186,6 +191,31 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 results=results,
                 labels=served.bundle.classes,
             )
+
+    # Triton's model repository extension; refused while draining, as REST refuses POSTs
+    @_rpc
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context
+    ) -> pb.RepositoryIndexResponse:
+        self._authorize(context)
+        with self._dp.state.admitted():
+            return repository.index(self._dp, request)
+
+    @_rpc
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context
+    ) -> pb.RepositoryModelLoadResponse:
+        self._authorize(context)
+        with self._dp.state.admitted():
+            return await repository.load(self._dp, request)
+
+    @_rpc
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context
+    ) -> pb.RepositoryModelUnloadResponse:
+        self._authorize(context)
+        with self._dp.state.admitted():
+            return await repository.unload(self._dp, request)
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):

@@ -65,7 +65,8 @@ async def _body(request: Request) -> dict:
     return body
 
 
-def _api_error(exc: RepositoryError) -> APIError:
+def api_error(exc: RepositoryError) -> APIError:
+    """The error REST answers a refused repository request with (gRPC maps its status)."""
     return _ERRORS.get(type(exc), BadRequest)(str(exc))
 
 
@@ -91,7 +92,7 @@ async def load(name: str, request: Request) -> Response:
     try:
         await _control(request).load(name)
     except RepositoryError as exc:
-        raise _api_error(exc) from None
+        raise api_error(exc) from None
     return Response(status_code=200)
 
 
@@ -107,5 +108,5 @@ async def unload(name: str, request: Request) -> Response:
     try:
         await _control(request).unload(name)
     except RepositoryError as exc:
-        raise _api_error(exc) from None
+        raise api_error(exc) from None
     return Response(status_code=200)

@@ -74,6 +74,9 @@ def test_every_message_is_wire_compatible_with_tritonclient() -> None:
         "ServerMetadata",
         "ModelMetadata",
         "ModelInfer",
+        "RepositoryIndex",
+        "RepositoryModelLoad",
+        "RepositoryModelUnload",
     }
 
 
