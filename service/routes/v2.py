@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from service.auth import require_api_key
 from service.dataplane import DataPlane
 from service.errors import APIError, BadRequest, TooLarge, UnsupportedMediaType
+from service.json_limits import oip_header_excess
 from service.oip.codec import decompress
 from service.oip.metadata import model_metadata, server_metadata
 from service.oip.protocol import HEADER_LENGTH, ProtocolError
@@ -106,7 +107,10 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
 
     def parse() -> InferCall:
         raw = decompress(body, encoding, settings.max_body_bytes)
-        return parse_infer(raw, header_length, served.bundle, settings.max_images_per_request)
+        max_images = settings.max_images_per_request
+        if excess := oip_header_excess(raw, header_length, served.bundle.input, max_images):
+            raise ProtocolError(413, excess)  # before the parse creates its objects
+        return parse_infer(raw, header_length, served.bundle, max_images)
 
     call = await _protocol(parse, len(body) > _OFFLOAD_BYTES or encoding is not None)
     inputs = call.tensor if call.tensor is not None else call.images

@@ -6,6 +6,7 @@ have spooled to disk. Each asserts the status and the bound (margins are wide)."
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import os
@@ -246,3 +247,22 @@ def test_a_client_leaving_mid_body_is_a_499_without_a_traceback(
     assert _count_5xx_and_499(server.url)[0] == fives
     assert "Traceback" not in server.output
     assert "ClientDisconnect" not in server.output
+
+
+def test_gzipped_v2_json_is_refused_before_parsing(server: ServerProcess) -> None:
+    """Before: 28 MiB of [{}, ...] in a small gzip body -> 400, RSS +745 MiB, /healthz
+    stalled 0.8 s (and the RSS stayed)."""
+    doc = {"inputs": [{"name": "image", "shape": [1, 32, 32, 1], "datatype": "FP32"}]}
+    text = json.dumps(doc).encode()
+    body = gzip.compress(text[:-3] + b', "data": [' + b"{}, " * (7 << 20) + b"{}]}]}")
+    assert len(body) < 1024 * 1024
+    with peak_rss_growth(server.proc.pid) as rss, healthz_latency(server.url) as health:
+        r = httpx.post(
+            server.url + "/v2/models/digits/infer",
+            content=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            timeout=60,
+        )
+    assert r.status_code == 413, r.text[:300]
+    assert rss["mib"] < 150, rss  # the inflated 28 MiB and one copy, no objects
+    assert health["max_ms"] < 400, health
