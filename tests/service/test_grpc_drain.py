@@ -9,15 +9,13 @@ process exits cleanly once the calls are answered.
 from __future__ import annotations
 
 import re
-import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.service.drain_support import held_upload
 from tests.service.grpc_support import bytes_request, noise_png, stub
 from tests.service.serving import ServerProcess, distinct_label_images, free_port
 
@@ -44,31 +42,6 @@ def _in_flight(text: str) -> float:
     return float(value) - 1  # less the scrape itself
 
 
-@contextmanager
-def _held_upload(url: str, png: bytes) -> Iterator[Callable[[], bytes]]:
-    """A /predict whose upload stops half-way: an HTTP request in flight that keeps the
-    drain going until the test sends the rest (the returned function; it gives the answer)."""
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=30)
-    head = (
-        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
-        f"Content-Length: {len(png)}\r\nConnection: close\r\n\r\n"
-    )
-    sock.sendall(head.encode() + png[: len(png) // 2])
-
-    def finish() -> bytes:
-        sock.sendall(png[len(png) // 2 :])
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-        return answer
-
-    try:
-        yield finish
-    finally:
-        sock.close()
-
-
 def test_sigterm_finishes_grpc_calls_in_flight_and_refuses_new_ones() -> None:
     port = free_port()
     env = {"CONVSERVE_GRPC_PORT": str(port), "CONVSERVE_INLINE_DECODE_MAX_PIXELS": "0"}
@@ -80,7 +53,7 @@ def test_sigterm_finishes_grpc_calls_in_flight_and_refuses_new_ones() -> None:
         health = health_pb2_grpc.HealthStub(channel)
         watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
         assert next(watch).status == SERVING
-        with _held_upload(server.url, png) as finish_upload:
+        with held_upload(server.url, png) as finish_upload:
             while _in_flight(_scrape(server.url)) < 1:  # the held upload
                 assert time.monotonic() < until
                 time.sleep(0.01)

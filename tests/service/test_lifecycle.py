@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from tests.service.drain_support import held_upload, in_flight
 from tests.service.serving import ROOT, ServerProcess, distinct_label_images
 
 
@@ -85,7 +86,28 @@ def _big_png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-async def _load_then_sigterm(server: ServerProcess, bodies: list[bytes]) -> tuple[list, list[int]]:
+async def _readiness_until_refused(url: str, timeout_s: float = 10.0) -> list[int | str]:
+    """/readyz until it answers 503 (every answer, or the transport error, in order)."""
+    answers: list[int | str] = []
+    until = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
+        while time.monotonic() < until:
+            try:
+                answers.append((await probe.get("/readyz")).status_code)
+            except httpx.TransportError as exc:
+                answers.append(repr(exc))
+                break
+            if answers[-1] == 503:
+                break
+            await asyncio.sleep(0.01)
+    return answers
+
+
+async def _load_then_sigterm(
+    server: ServerProcess, bodies: list[bytes]
+) -> tuple[list, list[int | str], float]:
+    """Post every body at once, SIGTERM once the first answer is back; the answers, the
+    readiness probes after SIGTERM, and how many posts were in flight at SIGTERM."""
     limits = httpx.Limits(max_connections=len(bodies))
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
         tasks = [
@@ -95,29 +117,33 @@ async def _load_then_sigterm(server: ServerProcess, bodies: list[bytes]) -> tupl
             for b in bodies
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        running = await asyncio.to_thread(in_flight, server.url) - 1  # less the held upload
         server.terminate()  # first answers are back, most requests are still in flight
-        readiness = []
-        async with httpx.AsyncClient(base_url=server.url, timeout=5) as probe:
-            for _ in range(3):
-                try:
-                    readiness.append((await probe.get("/readyz")).status_code)
-                except httpx.TransportError as exc:
-                    readiness.append(repr(exc))
-                await asyncio.sleep(0.01)
+        readiness = await _readiness_until_refused(server.url)
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        return results, readiness
+        return results, readiness, running
 
 
 def test_sigterm_under_load_answers_every_accepted_request() -> None:
     images = distinct_label_images(30)
     # one decode thread and large images keep requests in flight when SIGTERM arrives
     bodies = [data for _, data in images[:10]] + [_big_png(i) for i in range(30)]
+    held_label, held_png = images[10]
     server = ServerProcess("--decode-threads", "1", "--drain-timeout-s", "30").start()
+    until = time.monotonic() + 60
     try:
-        results, readiness = asyncio.run(_load_then_sigterm(server, bodies))
+        # an upload stalled half-way holds the drain open (the server cannot exit before
+        # the test has probed /readyz, however fast the load finishes); sent in full last
+        with held_upload(server.url, held_png) as finish_upload:
+            while in_flight(server.url) < 1:
+                assert time.monotonic() < until, "the held upload did not arrive"
+                time.sleep(0.01)
+            results, readiness, running = asyncio.run(_load_then_sigterm(server, bodies))
+            held = finish_upload()
         rc = server.proc.wait(40)
     finally:
         server.stop()
+    assert running >= 1, "every post was answered before SIGTERM: nothing to drain"
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, errors  # nothing was dropped or reset
     statuses = [r.status_code for r in results]
@@ -125,7 +151,10 @@ def test_sigterm_under_load_answers_every_accepted_request() -> None:
     assert statuses.count(200) >= 20, statuses  # requests in flight at SIGTERM completed
     for (label, _), r in zip(images[:10], results[:10], strict=True):
         assert r.json()["predictions"][0]["label"] == str(label)
-    assert 503 in readiness, readiness  # readiness turned off at once
+    assert readiness[-1] == 503, readiness  # readiness turned off at once, server still up
+    assert set(readiness[:-1]) <= {200}, readiness
+    assert held.startswith(b"HTTP/1.1 200"), held[:200]  # the drain ended with it, answered
+    assert f'"label":"{held_label}"'.encode() in held, held[-300:]
     assert rc in (0, -15), server.output
     assert "SIGTERM: draining" in server.output
 
