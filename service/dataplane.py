@@ -47,8 +47,20 @@ from service.settings import Settings
 from service.visualize import filters_png
 
 log = logging.getLogger("convserve.dataplane")
+# Alone in the process, a request for a model the tuner timed under ALONE_MODEL_MS
+# with an image under these caps runs entirely on the event loop: no thread hop at all.
+ALONE_MODEL_MS = 1.0
+ALONE_MAX_BYTES = 1 << 20
+ALONE_MAX_PIXELS = 1 << 20
 T = TypeVar("T")
 Inputs = np.ndarray | Sequence[bytes]  # a preprocessed N x H x W x C batch, or encoded images
+
+
+def _fast_alone(model: ServedModel) -> bool:
+    """The tuner timed this model's batch-1 run under ALONE_MODEL_MS (so blocking the
+    event loop for it costs nothing a hop would not)."""
+    solo = ((model.engine.execution or {}).get("measured") or {}).get("solo") or {}
+    return bool(solo) and min(solo.values()) < ALONE_MODEL_MS
 
 
 @dataclass(frozen=True)
@@ -261,10 +273,20 @@ class DataPlane:
         """One upload while nothing else of this model is queued, running or decoding:
         decode and run it in ONE pool job, as a plain server does (one thread hop; no
         queue, no hand-off to the inference thread, which at concurrency 1 only cost
-        wake-ups). None when that does not apply: the caller takes the batched path.
+        wake-ups). When it is the only request in the process and the model is fast
+        (`_fast_alone`), an image within ALONE_MAX_* is decoded and run right on the
+        event loop: no hop at all. None when none of this applies: the caller takes
+        the batched path.
         """
         batcher = model.batcher
-        if len(blobs) != 1 or len(blobs[0]) <= INLINE_MAX_BYTES or not batcher.idle():
+        if len(blobs) != 1 or not batcher.idle() or tracing.enabled:
+            return None  # traced: the batched path, whose decode/queue/batch spans tell all
+        on_loop = (  # inline_decode_max_pixels=0: the user wants every image in the pool
+            self.state.in_flight <= 1
+            and _fast_alone(model)
+            and self.settings.inline_decode_max_pixels > 0
+        )
+        if len(blobs[0]) <= INLINE_MAX_BYTES and not on_loop:
             return None  # tiny uploads decode inline, on the loop: the batched path is cheaper
         if any(n != PROBABILITIES_OUTPUT and n not in model.layers for n in outputs):
             return None  # the batched path says which output is unknown
@@ -280,9 +302,15 @@ class DataPlane:
             ran.append(True)
             return model.engine.run(batch, list(outputs))
 
+        batch = None
+        if on_loop:  # nothing else to serve: a hop would only add wake-ups
+            caps = {"max_bytes": ALONE_MAX_BYTES, "max_pixels": ALONE_MAX_PIXELS}
+            batch = self.decoder.inline(model.bundle, blobs, **caps)
         batcher.claim()
         start = time.perf_counter()
         try:
+            if batch is not None:
+                return run(batch)
             return await self.decoder.decode_then(model.bundle, blobs[0], run)
         except APIError:
             raise

@@ -45,20 +45,27 @@ class Decoder:
         self._max_pixels = max_pixels
         self._inline_pixels = min(inline_max_pixels, max_pixels)
 
-    def inline(self, bundle: Bundle, blobs: Sequence[bytes]) -> np.ndarray | None:
+    def inline(
+        self,
+        bundle: Bundle,
+        blobs: Sequence[bytes],
+        *,
+        max_bytes: int = INLINE_MAX_BYTES,
+        max_pixels: int | None = None,
+    ) -> np.ndarray | None:
         """A single tiny upload decoded right here (tens of microseconds); None otherwise.
 
         The pixel cap is checked from the header before decoding, so an image over
-        it costs only the header parse before it goes to the pool.
+        it costs only the header parse before it goes to the pool. `max_bytes` and
+        `max_pixels` raise the caps (for a request that is alone in the process).
         """
-        if len(blobs) != 1 or len(blobs[0]) > INLINE_MAX_BYTES or not self._inline_pixels:
+        pixels = self._inline_pixels if max_pixels is None else min(max_pixels, self._max_pixels)
+        if len(blobs) != 1 or len(blobs[0]) > max_bytes or not pixels:
             return None
         try:
-            x = preprocess(
-                blobs[0], bundle.input, bundle.preprocessing, max_pixels=self._inline_pixels
-            )
+            x = preprocess(blobs[0], bundle.input, bundle.preprocessing, max_pixels=pixels)
         except ImageTooLargeError as exc:
-            if self._inline_pixels < self._max_pixels:
+            if pixels < self._max_pixels:
                 return None  # larger than tiny, maybe within the limit: the pool decides
             raise _image_error(exc, 1, None) from None
         except ImageError as exc:
