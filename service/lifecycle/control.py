@@ -10,7 +10,8 @@ whose files changed) is loaded off the event loop (session, then warm-up)
 and only then published into the registry in one atomic replace, so the
 highest loaded version becomes the default without a request ever seeing a
 half-built model; versions whose directory is gone are unpublished, and
-their queued work finishes before their session is freed (release.py). A
+their queued work finishes before their session is freed (publish.py swaps
+the registry and retires, release.py frees). A
 version that fails anywhere is reported in the index with its reason, the
 old one keeps serving, and the same bytes are not retried until they change.
 """
@@ -20,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Literal, Protocol
+from collections.abc import Callable
+from typing import Literal
 
 from service.lifecycle.errors import (
     ControlDisabled,
@@ -31,23 +32,13 @@ from service.lifecycle.errors import (
 )
 from service.lifecycle.index import Index, State
 from service.lifecycle.metrics import LifecycleMetrics
-from service.lifecycle.release import Retirable, release
+from service.lifecycle.publish import Publisher, SwappableRegistry
+from service.lifecycle.release import Retirable
 from service.lifecycle.scan import Candidate, Fingerprint, Scanner
 
 log = logging.getLogger("convserve.lifecycle")
 
 Mode = Literal["none", "poll", "explicit"]
-Models = Mapping[str, Mapping[str, Retirable]]
-
-
-class SwappableRegistry(Protocol):
-    """The registry as model control sees it: read the served map, replace it whole."""
-
-    default: str
-
-    def models(self) -> Models: ...
-
-    def replace(self, models: dict[str, dict[str, Retirable]]) -> None: ...
 
 
 class ModelControl:
@@ -70,9 +61,7 @@ class ModelControl:
         self.registry = registry
         self._load = load  # blocking: creates the session and warms it up
         self.poll_s = poll_s
-        self._free_timeout_s = free_timeout_s
         self._metrics = metrics
-        self._on_unloaded = on_unloaded
         self._lock = asyncio.Lock()
         self._loaded: dict[tuple[str, str], Fingerprint] = {}  # what each served version is
         self._failed: dict[tuple[str, str], Fingerprint] = {}  # loads not to retry unchanged
@@ -80,9 +69,15 @@ class ModelControl:
         self._invalid: dict[tuple[str, str], tuple[Fingerprint | None, float, bool]] = {}
         self.settle_s = max(3 * poll_s, 5.0)
         self._unloaded: set[str] = set()  # explicitly unloaded names (explicit mode)
-        self._retiring: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
         self.index = Index()
+        self._publisher = Publisher(
+            registry,
+            self.index,
+            free_timeout_s=free_timeout_s,
+            metrics=metrics,
+            on_unloaded=on_unloaded,
+        )
 
     # ---- start-up -------------------------------------------------------
     def adopt(
@@ -176,8 +171,7 @@ class ModelControl:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
             self._poller = None
-        if self._retiring:
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self._publisher.wait()
 
     def _require_explicit(self, what: str) -> None:
         if self.mode != "explicit":
@@ -274,7 +268,7 @@ class ModelControl:
                 self._metrics.failed(name)
             log.error("%s version %s: %s", name, version, reason)
             return
-        old = self._publish(name, version, model)
+        old = self._publisher.publish(name, version, model)
         del model
         self._loaded[(name, version)] = cand.fingerprint
         self._failed.pop((name, version), None)
@@ -290,58 +284,12 @@ class ModelControl:
             max(self.registry.models()[name], key=int),
         )
         if old is not None:  # the same version reloaded: free the copy it replaced
-            self._retire([old], None, "")
+            self._publisher.retire([old], None, "")
             del old
-
-    def _publish(self, name: str, version: str, model: Retirable | None) -> Retirable | None:
-        """Replace the registry's map with `version` set to `model` (None: removed);
-        returns the model it replaced. One assignment, so resolve() sees before or after."""
-        current = self.registry.models()
-        previous = list(current.get(name, {}))
-        models = {n: dict(vs) for n, vs in current.items()}
-        del current
-        versions = models.setdefault(name, {})
-        old = versions.pop(version, None)
-        if model is not None:
-            versions[version] = model
-        if not versions:
-            del models[name]
-        self.registry.replace(models)
-        if self._metrics is not None:
-            self._metrics.serving(name, list(versions), previous)
-            self._metrics.reloaded(name)
-        return old
 
     def _unpublish(
         self, name: str, version: str, state: State | None, reason: str
     ) -> asyncio.Task | None:
         """Stop handing `version` out now; drain and free it in the background."""
-        old = self._publish(name, version, None)
         self._loaded.pop((name, version), None)
-        if old is None:
-            return None
-        log.info("%s version %s: unloading (no new requests; queued work finishes)", name, version)
-        self.index.set(name, version, State.UNLOADING)
-        task = self._retire([old], state, reason)
-        del old
-        return task
-
-    def _retire(self, holder: list[Retirable], state: State | None, reason: str) -> asyncio.Task:
-        name, version = holder[0].name, holder[0].version
-        provider = str(getattr(holder[0], "provider", ""))
-
-        async def retire() -> None:
-            await release(holder, timeout_s=self._free_timeout_s)
-            if self._metrics is not None:
-                self._metrics.unloads.labels(name).inc()
-            if version not in self.registry.models().get(name, {}):  # not reloaded meanwhile
-                self._on_unloaded(name, version, provider)
-                if state is None:
-                    self.index.drop(name, version)
-                else:
-                    self.index.set(name, version, state, reason)
-
-        task = asyncio.get_running_loop().create_task(retire())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
-        return task
+        return self._publisher.unpublish(name, version, state, reason)
