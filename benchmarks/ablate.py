@@ -6,7 +6,8 @@ compares the two in one run. The tuner needs no copy: run the baseline with its
 knobs set explicitly (`--baseline-src . --baseline-env CONVSERVE_INTRA_OP_THREADS=0
 ...`), which keeps them as set.
 
-    python -m benchmarks.ablate /tmp/no-alone --off alone
+    python -m benchmarks.ablate /tmp/no-alone --off alone      # no lone-upload path at all
+    python -m benchmarks.ablate /tmp/no-loop --off on-loop     # lone uploads hop to the pool
     python -m benchmarks.ablate /tmp/no-multipart --off multipart
 """
 
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 SWITCHES = {
     "alone": ("service/dataplane.py",
               "alone = await self._alone(model, inputs, outputs, deadline)", "alone = None"),
+    "on-loop": ("service/dataplane.py", "        on_loop = (", "        on_loop = False and ("),
     "multipart": ("service/routes/inputs.py",
                   "fast = _fast_multipart(await request.body(), content_type, max_images)",
                   "fast = None"),
