@@ -1,4 +1,5 @@
-"""docs/v1.md's TF-Serving-style example runs as written against the live server."""
+"""docs/v1.md's examples (TF-Serving-style :predict, KServe V1 :explain) run as written
+against the live server."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ DOC = ROOT / "docs" / "v1.md"
 SEVEN = Path("tests/data/seven.png")
 
 
-def run_doc_example(doc: Path, replace: dict[str, str], tmp_path: Path, monkeypatch) -> None:
-    """Exec the page's first python block in a directory holding tests/data/seven.png."""
-    code = re.search(r"```python\n(.*?)```", doc.read_text(), re.S).group(1)
+def run_doc_example(
+    doc: Path, replace: dict[str, str], tmp_path: Path, monkeypatch, block: int = 0
+) -> None:
+    """Exec the page's python block number `block` (the first by default) in a directory
+    holding tests/data/seven.png."""
+    code = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)[block]
     for old, new in replace.items():
         assert old in code
         code = code.replace(old, new)
@@ -32,3 +36,11 @@ def test_requests_example_runs(
     host = server.url.removeprefix("http://")
     run_doc_example(DOC, {"127.0.0.1:8000": host}, tmp_path, monkeypatch)
     assert capsys.readouterr().out.splitlines() == ["[7]", "[7]"]
+
+
+def test_explain_example_runs(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    host = server.url.removeprefix("http://")
+    run_doc_example(DOC, {"127.0.0.1:8000": host}, tmp_path, monkeypatch, block=1)
+    assert capsys.readouterr().out.splitlines() == ["7 8 49", "32 32"]
