@@ -115,6 +115,8 @@ class ModelControl:
     async def load(self, name: str) -> None:
         """Explicit mode: (re)load `name` from disk; LoadFailed when no version serves."""
         self._require_explicit("load")
+        if not _plain_name(name):  # never a path out of the model directory, whatever its layout
+            raise NoSuchModel(f"no model {name!r}: a model name is one plain directory name")
         async with self._lock:
             found = await asyncio.to_thread(self.scanner.scan_model, name, fresh=True)
             if not found and name not in self.registry.models():
@@ -293,3 +295,8 @@ class ModelControl:
         """Stop handing `version` out now; drain and free it in the background."""
         self._loaded.pop((name, version), None)
         return self._publisher.unpublish(name, version, state, reason)
+
+
+def _plain_name(name: str) -> bool:
+    """One directory name under model_dir: no separators, not '.', '..' or hidden."""
+    return bool(name) and not name.startswith(".") and "/" not in name and "\\" not in name

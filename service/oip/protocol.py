@@ -5,7 +5,7 @@ from __future__ import annotations
 from service.bundle import INPUT_NAME, PROBABILITIES_OUTPUT
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ("binary_tensor_data", "classification")
+EXTENSIONS = ("binary_tensor_data", "classification", "model_repository")
 PLATFORM = "onnxruntime_onnx"
 
 IMAGE_INPUT = INPUT_NAME  # FP32 NHWC, already preprocessed

@@ -54,12 +54,13 @@ async def metadata(request: Request, name: str, version: str | None = None) -> d
 
 
 def _verb(target: str) -> tuple[str, str]:
-    """`digits:predict` -> ("digits", "predict"); only :predict is served."""
+    """`digits:predict` -> ("digits", "predict"); :explain has its own routes (explain_v1)."""
     name, colon, verb = target.rpartition(":")
     if not colon or verb != "predict":
         raise NotFound(
             f"no such endpoint: POST {PREFIX}/models/{target}; "
-            f"this server answers POST {PREFIX}/models/<name>[/versions/<v>]:predict"
+            f"this server answers POST {PREFIX}/models/<name>[/versions/<v>]:predict "
+            "and :explain"
         )
     return name, verb
 

@@ -80,7 +80,11 @@ def test_classification_count_is_capped_at_classes():
 
 
 def test_metadata_documents(bundle):
-    assert server_metadata()["extensions"] == ["binary_tensor_data", "classification"]
+    assert server_metadata()["extensions"] == [
+        "binary_tensor_data",
+        "classification",
+        "model_repository",
+    ]
     meta = model_metadata("digits", bundle, ["1", "2"])
     assert meta["name"] == "digits" and meta["versions"] == ["1", "2"]
     assert meta["inputs"] == [
