@@ -1,8 +1,9 @@
 """Where a server's event loop spends its time per request: py-spy samples, by category.
 
 Starts convserve (from this checkout or `--src`), drives it with wrk at one
-concurrency, records the server with `py-spy record --threads` (not idle
-samples) and sorts every event-loop sample by the innermost frame that names a
+concurrency, records the server with `py-spy record --threads` at 100 Hz
+(each sample pauses the server briefly: a low rate keeps that to ~1 %; not
+idle samples) and sorts every event-loop sample by the innermost frame that names a
 category (logging, metrics, the JSON answer, hand-offs to the decode pool and
 the inference thread, Starlette/FastAPI layers, HTTP parsing and sending).
 Prints microseconds of event-loop time per request for each, and the other
@@ -83,12 +84,12 @@ def summarize(raw: Path, cpu: dict[int, float], requests: int) -> dict:
         frames = stack.split(";")
         tid = int(frames[0].split("(")[1].split(")")[0], 0)
         name = frames[0].split(":", 1)[-1]
-        kinds[tid] = next((kind for mark, kind in THREADS if mark in name), "other threads")
+        kinds[tid] = next((kind for mark, kind in THREADS if mark in name), name.strip())
         if kinds[tid] == "event loop":
             loop[category(frames[1:])] += int(count)
     per_kind: collections.Counter = collections.Counter()
     for tid, seconds in cpu.items():
-        per_kind[kinds.get(tid, "other threads")] += seconds
+        per_kind[kinds.get(tid, "threads py-spy never saw busy")] += seconds
     us = 1e6 / max(1, requests)
     total = sum(loop.values()) or 1
     main_us = per_kind["event loop"] * us
@@ -110,8 +111,8 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=REPO / "models/digits/1")
     p.add_argument("--src", type=Path, default=REPO, help="the checkout convserve runs from")
     p.add_argument("--concurrency", type=int, default=1)
-    p.add_argument("--seconds", type=int, default=8)
-    p.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     p.add_argument("--server-env", action="append", default=["CONVSERVE_LOG_LEVEL=info"])
     p.add_argument("--out", type=Path)
     args = p.parse_args()
