@@ -24,7 +24,7 @@ import numpy as np
 from service import batcher as scheduler
 from service import tracing
 from service.bundle import PROBABILITIES_OUTPUT, FeatureMapSpec
-from service.decoder import INLINE_MAX_BYTES, Decoder, usable_cpus
+from service.decoder import INLINE_MAX_BYTES, Decoder
 from service.errors import (
     APIError,
     InferenceFailed,
@@ -36,6 +36,7 @@ from service.errors import (
     UnknownLayer,
     UnknownOutput,
 )
+from service.execution import cpu_share
 from service.inference_thread import InferenceThread
 from service.lifecycle import ModelControl
 from service.lifecycle.setup import open_repository
@@ -99,7 +100,7 @@ class DataPlane:
         settings = self.settings
         self._worker = InferenceThread(count=settings.inference_threads)
         # each of `workers` processes decodes on its share of the CPUs (+1, see Decoder)
-        share = max(1, usable_cpus() // settings.workers)
+        share = cpu_share(settings.workers)
         self._decoder = Decoder(
             settings.decode_threads or share + 1,
             max_pixels=settings.max_image_pixels,

@@ -8,12 +8,47 @@ possibly a pair that gives a lone request every core.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+from pathlib import Path
 from typing import Any
 
 from service.autotune import Choice, Fixed, MakeSession, Tuner
+from service.decoder import usable_cpus
 
 log = logging.getLogger("convserve.autotune")
+
+CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+
+
+def cpu_quota(v2: Path = CGROUP_V2, v1: Path = CGROUP_V1) -> int | None:
+    """The CPUs a container's CPU limit allows (cgroup v2 `cpu.max`, or v1 CFS quota),
+    rounded up; None without a limit. A pod limited to 2 CPUs on a 64-core node sees
+    64 CPUs in its affinity mask: tuning for 64 would oversubscribe it badly."""
+    try:
+        quota, period = v2.read_text().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((v1 / "cpu.cfs_quota_us").read_text())
+        period = int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+
+
+def cpu_share(workers: int = 1) -> int:
+    """This worker's CPUs: the usable ones (affinity, container limit) over `workers`."""
+    cpus = usable_cpus()
+    quota = cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, quota)
+    return max(1, cpus // max(1, workers))
+
 
 TUNED_SETTINGS = ("inference_threads", "intra_op_threads", "intra_op_spinning", "max_batch_size")
 

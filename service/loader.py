@@ -20,7 +20,7 @@ from service.batcher import Batcher
 from service.bundle import BundleError
 from service.decoder import usable_cpus
 from service.engine import Engine, EngineOptions, batch_buckets
-from service.execution import fixed_from
+from service.execution import cpu_share, fixed_from
 from service.inference_thread import InferenceThread
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
@@ -43,7 +43,7 @@ def _engine_options(settings: Settings) -> EngineOptions:
     """
     same = {f.name: getattr(settings, f.name) for f in fields(EngineOptions)
             if f.name in Settings.model_fields}  # fmt: skip
-    cpus = max(1, usable_cpus() // settings.workers)
+    cpus = cpu_share(settings.workers)  # affinity and container CPU limit
     return EngineOptions(**same, autotune=fixed_from(settings), autotune_cpus=cpus)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from service import autotune
 from service.autotune import Fixed, Shape, Tuner
-from service.execution import SoloOrBusy, fixed_from, tune_session
+from service.execution import SoloOrBusy, cpu_quota, cpu_share, fixed_from, tune_session
 from service.settings import Settings
 from tests.service.serving import DIGITS, LiveServer, digit_images, settings
 
@@ -171,3 +171,20 @@ def test_one_explicit_knob_is_kept_and_the_rest_tuned() -> None:
     with LiveServer(settings(max_batch_size=8)) as live, live.client() as c:
         doc = c.get("/models/digits").json()["execution"]
     assert doc["source"] == "auto+settings" and doc["chosen"]["max_batch_size"] == 8
+
+
+def test_a_container_cpu_limit_caps_the_cpus_tuned_for(tmp_path) -> None:
+    v2, v1 = tmp_path / "cpu.max", tmp_path / "v1"
+    v1.mkdir()
+    assert cpu_quota(v2, v1) is None  # neither file: no limit
+    v2.write_text("150000 100000\n")
+    assert cpu_quota(v2, v1) == 2  # 1.5 CPUs: two threads can use it
+    v2.write_text("max 100000\n")
+    assert cpu_quota(v2, v1) is None
+    v2.unlink()
+    (v1 / "cpu.cfs_quota_us").write_text("400000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota(v2, v1) == 4
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_quota(v2, v1) is None
+    assert 1 <= cpu_share(2) <= cpu_share(1)
