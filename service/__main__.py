@@ -31,6 +31,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from service.connection import uvicorn_options
+from service.memory import return_memory_to_the_os
 from service.settings import Settings
 
 log = logging.getLogger("convserve.main")
@@ -87,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"convserve: invalid settings: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     common = uvicorn_options(settings)
+    return_memory_to_the_os()
     if settings.workers == 1:
         from service.app import create_app
 
@@ -120,6 +122,7 @@ def worker_app() -> FastAPI:
     from service.app import create_app
 
     _die_with_parent()
+    return_memory_to_the_os()
     return create_app()
 
 
