@@ -37,6 +37,7 @@ from service.errors import (
     UnknownOutput,
 )
 from service.execution import cpu_share
+from service.image_limits import MAX_DEFAULT_DECODE_THREADS
 from service.inference_thread import InferenceThread
 from service.lifecycle import ModelControl
 from service.lifecycle.setup import open_repository
@@ -102,7 +103,7 @@ class DataPlane:
         # each of `workers` processes decodes on its share of the CPUs (+1, see Decoder)
         share = cpu_share(settings.workers)
         self._decoder = Decoder(
-            settings.decode_threads or share + 1,
+            settings.decode_threads or min(share + 1, MAX_DEFAULT_DECODE_THREADS),
             max_pixels=settings.max_image_pixels,
             inline_max_pixels=settings.inline_decode_max_pixels,
         )

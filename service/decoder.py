@@ -19,6 +19,7 @@ import numpy as np
 
 from service.bundle import Bundle
 from service.errors import APIError, ImageTooLarge, InvalidImage, NoImages
+from service.image_limits import auto_max_pixels
 from service.preprocess import ImageError, ImageTooLargeError, preprocess
 
 INLINE_MAX_BYTES = 16 * 1024
@@ -42,8 +43,12 @@ class Decoder:
         threads = threads or usable_cpus() + 1
         self.threads = threads
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="convserve-decode")
-        self._max_pixels = max_pixels
-        self._inline_pixels = min(inline_max_pixels, max_pixels)
+        self._max_pixels = max_pixels  # 0: per model, from its input size
+        self._inline_pixels = inline_max_pixels
+
+    def max_pixels(self, bundle: Bundle) -> int:
+        """The pixel cap for `bundle`'s model: the setting, or derived from its input."""
+        return self._max_pixels or auto_max_pixels(bundle.input.height, bundle.input.width)
 
     def inline(
         self,
@@ -59,13 +64,14 @@ class Decoder:
         it costs only the header parse before it goes to the pool. `max_bytes` and
         `max_pixels` raise the caps (for a request that is alone in the process).
         """
-        pixels = self._inline_pixels if max_pixels is None else min(max_pixels, self._max_pixels)
+        cap = self.max_pixels(bundle)
+        pixels = min(self._inline_pixels if max_pixels is None else max_pixels, cap)
         if len(blobs) != 1 or len(blobs[0]) > max_bytes or not pixels:
             return None
         try:
             x = preprocess(blobs[0], bundle.input, bundle.preprocessing, max_pixels=pixels)
         except ImageTooLargeError as exc:
-            if pixels < self._max_pixels:
+            if pixels < cap:
                 return None  # larger than tiny, maybe within the limit: the pool decides
             raise _image_error(exc, 1, None) from None
         except ImageError as exc:
@@ -84,7 +90,7 @@ class Decoder:
         try:
             if len(blobs) == 1:
                 await loop.run_in_executor(
-                    self.pool, _decode_into, bundle, out, 0, blobs, self._max_pixels
+                    self.pool, _decode_into, bundle, out, 0, blobs, self.max_pixels(bundle)
                 )
             else:
                 step = -(-len(blobs) // min(len(blobs), self.threads))
@@ -97,7 +103,7 @@ class Decoder:
                             out,
                             i,
                             blobs[i : i + step],
-                            self._max_pixels,
+                            self.max_pixels(bundle),
                         )
                         for i in range(0, len(blobs), step)
                     )
@@ -112,7 +118,7 @@ class Decoder:
         out = np.empty((1, spec.height, spec.width, spec.channels), dtype=np.float32)
 
         def job() -> T:
-            _decode_into(bundle, out, 0, [blob], self._max_pixels)
+            _decode_into(bundle, out, 0, [blob], self.max_pixels(bundle))
             return then(out)
 
         try:

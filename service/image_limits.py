@@ -12,7 +12,8 @@ costs microseconds:
   100,000 empty chunks in 1.2 MiB took 0.4-1.3 s; encoders write 8-64 KiB IDAT
   chunks, so a few dozen chunks plus one per 8 KiB is plenty.
 
-Also the default pixel cap, derived from the model's input size.
+Also the default pixel cap, derived from the model's input size, and the cap on
+the default number of decode threads: together they bound decoding's memory.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ PNG_BYTES_PER_CHUNK = 8192
 PIXELS_PER_INPUT_PIXEL = 256
 AUTO_PIXELS_FLOOR = 4 * 1024 * 1024
 AUTO_PIXELS_CEILING = 40_000_000
+
+# Default decode threads are one per CPU plus one, but never more than this: each
+# thread can hold one image at the pixel cap (~4 bytes a pixel, twice over while it
+# converts), so on a 64-core node 65 threads x 40 MP would be ~20 GiB.
+MAX_DEFAULT_DECODE_THREADS = 8
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

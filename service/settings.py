@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(1024, ge=1, description="images waiting per model before 503")
     request_timeout_s: float = Field(30.0, gt=0)
     decode_threads: int = Field(
-        0, ge=0, description="0: one per CPU this process may use, plus one"
+        0, ge=0, description="0: one per CPU this process may use, plus one, at most 8"
     )
     inline_decode_max_pixels: int = Field(
         4096,
@@ -92,7 +92,12 @@ class Settings(BaseSettings):
     # input limits
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1)
     max_images_per_request: int = Field(64, ge=1)
-    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_image_pixels: int = Field(
+        0,
+        ge=0,
+        description="pixels per image, from its header (413); 0: derived from each model's "
+        "input, 256x its pixels within 4 Mi..40 M (service/image_limits.py)",
+    )
     explain_max_variants: int = Field(
         1024, ge=1, description="occluded copies one /explain request may run (window, stride)"
     )

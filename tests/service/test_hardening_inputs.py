@@ -291,3 +291,21 @@ def test_memory_goes_back_after_large_requests(server: ServerProcess) -> None:
         assert r.status_code in (400, 413)
     time.sleep(1)
     assert rss_mib(server.proc.pid) - before < 30, (before, rss_mib(server.proc.pid))
+
+
+@pytest.mark.parametrize(("side", "status"), [(2000, 200), (2100, 413)])
+def test_the_default_pixel_cap_follows_the_model(
+    server: ServerProcess, side: int, status: int
+) -> None:
+    """digits takes 32x32: its cap is the 4 Mi pixel floor, not 40 M for every model."""
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 0).save(buf, format="PNG")
+    r = httpx.post(
+        server.url + "/predict",
+        content=buf.getvalue(),
+        headers={"Content-Type": "image/png"},
+        timeout=60,
+    )
+    assert r.status_code == status, r.text[:300]
+    if status == 413:
+        assert "4194304" in r.json()["error"]["message"]
