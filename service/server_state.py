@@ -64,7 +64,8 @@ class ServerState:
         if self.phase is Phase.DRAINING:
             return Draining("the server is shutting down")
         if self.phase is Phase.FAILED:
-            return StartFailed(self.reason or "warm-up failed")
+            # the reason (an exception's text) is in the log; probes are open to anyone
+            return StartFailed("the server could not start serving; the reason is in its log")
         return Starting("models are loading or warming up")
 
     @contextmanager

@@ -20,12 +20,13 @@ def test_starting_then_ready_then_draining_reports_the_gauge() -> None:
     assert state.draining and gauge == [True, False]
 
 
-def test_failed_warm_up_says_why_until_draining() -> None:
+def test_failed_warm_up_keeps_its_reason_off_the_probe_until_draining() -> None:
     state = ServerState()
     state.to_failed("warm-up failed: MemoryError: out of memory")
     state.to_ready()
     refusal = state.refusal()
-    assert isinstance(refusal, StartFailed) and "out of memory" in refusal.message
+    assert isinstance(refusal, StartFailed) and "out of memory" in state.reason
+    assert "out of memory" not in refusal.message  # probes are open to anyone: no detail
     state.to_draining()
     assert isinstance(state.refusal(), Draining)
 
