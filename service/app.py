@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=app.state.metrics,
         max_body_bytes=settings.max_body_bytes,
         state=app.state.dataplane.state,
+        max_buffered_bytes=settings.max_inflight_body_bytes,
     )
     app.include_router(health.router)
     app.include_router(predict.router)

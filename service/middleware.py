@@ -53,14 +53,36 @@ class ClientGone(HTTPException):
         super().__init__(499, "the client closed the connection before the body was sent")
 
 
+class BodiesOverBudget(HTTPException):
+    """Raised from `receive` when the bodies held by all requests would pass the budget."""
+
+    code = "queue_full"
+
+    def __init__(self, budget: int) -> None:
+        super().__init__(
+            503,
+            f"the server holds {budget} bytes of request bodies already; retry shortly",
+            {"Retry-After": "1"},
+        )
+
+
 class RequestMiddleware:
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, state: ServerState
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int,
+        state: ServerState,
+        max_buffered_bytes: int = 0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
         self.state = state  # the data plane's: `.in_flight` for the drain, `.draining`
+        # bodies of all requests in flight together (0: no budget): what bounds their memory
+        self.max_buffered = max_buffered_bytes
+        self.buffered = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,6 +113,7 @@ class RequestMiddleware:
             await send(message)
 
         trace = tracing.start_request(scope, request_id) if tracing.enabled else None
+        held = [0]  # body bytes this request holds against the budget
         self.state.in_flight += 1
         self.metrics.in_flight.inc()
         try:
@@ -109,8 +132,12 @@ class RequestMiddleware:
                         scope["path"], 400, "bad_request", "invalid Content-Length header"
                     )
                 await response(scope, receive, send_wrapper)
+            elif self._over_budget(length):
+                err = BodiesOverBudget(self.max_buffered)
+                response = error_response(scope["path"], 503, err.code, err.detail, err.headers)
+                await response(scope, receive, send_wrapper)
             else:
-                await self.app(scope, self._limited(receive), send_wrapper)
+                await self.app(scope, self._limited(receive, held), send_wrapper)
         except Exception:
             if started:
                 raise
@@ -118,6 +145,7 @@ class RequestMiddleware:
             response = error_response(scope["path"], 500, "internal_error", "internal server error")
             await response(scope, receive, send_wrapper)
         finally:
+            self.buffered -= held[0]
             self.state.in_flight -= 1
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
@@ -149,7 +177,15 @@ class RequestMiddleware:
             if trace is not None:  # after the log line, which carries its trace id
                 tracing.end_request(trace, status, label)
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _over_budget(self, length: bytes | None) -> bool:
+        """A declared body that does not fit the budget now: refused before it is read."""
+        if not self.max_buffered or length is None:
+            return False
+        return self.buffered + int(length) > self.max_buffered
+
+    def _limited(self, receive: Receive, held: list[int]) -> Receive:
+        """`receive`, counting the body against its limit and the budget (`held[0]`:
+        this request's share, given back when it ends)."""
         seen = 0
         limit = self.max_body
 
@@ -159,9 +195,14 @@ class RequestMiddleware:
             nonlocal seen, body_done
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                seen += size
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                held[0] += size
+                self.buffered += size
+                if self.max_buffered and self.buffered > self.max_buffered:
+                    raise BodiesOverBudget(self.max_buffered)
                 body_done = not message.get("more_body", False)
             elif message["type"] == "http.disconnect" and not body_done:
                 raise ClientGone()

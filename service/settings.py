@@ -104,7 +104,7 @@ class Settings(BaseSettings):
 
     # connections: bounds against slow and oversized requests (service/connection.py)
     max_header_bytes: int = Field(
-        64 * 1024, ge=1024, description="request line + headers per request (431 beyond)"
+        16 * 1024, ge=1024, description="request line + headers per request (431 beyond)"
     )
     header_timeout_s: float = Field(
         10.0, gt=0, description="a request's headers must arrive within this (408, closed)"
@@ -113,7 +113,13 @@ class Settings(BaseSettings):
         60.0, gt=0, description="a request's body must arrive within this after its headers"
     )
     max_connections: int = Field(
-        512, ge=1, description="open connections per worker; requests beyond get 503"
+        256, ge=1, description="open connections per worker; requests beyond get 503"
+    )
+    max_inflight_body_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=0,
+        description="request bodies held by all requests in flight together, per worker "
+        "(503 beyond): what bounds their memory; 0: no budget",
     )
 
     # security and operations

@@ -25,6 +25,7 @@ from tests.service.serving import ServerProcess
 HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 8
+BODY_BUDGET = 8 * 1024 * 1024
 KEY = "schlüssel-ключ"  # non-ASCII: must match when sent as UTF-8
 
 
@@ -37,6 +38,8 @@ def server() -> Iterator[ServerProcess]:
         str(BODY_TIMEOUT_S),
         "--max-connections",
         str(MAX_CONNECTIONS),
+        "--max-inflight-body-bytes",
+        str(BODY_BUDGET),
         "--log-level",
         "info",
         env={"CONVSERVE_API_KEY": KEY},
@@ -84,7 +87,7 @@ def test_headers_over_the_limit_get_431(server: ServerProcess) -> None:
 
 def test_16_mib_of_headers_cost_no_memory(server: ServerProcess) -> None:
     """Before: 200 and RSS +220 MiB. Now the connection is refused after the limit."""
-    line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+    line = b"X-a: b\r\n"  # many small headers: a Python tuple each
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + line * (16 * 1024 * 1024 // len(line))
     with peak_rss_growth(server.proc.pid) as rss, healthz_latency(server.url) as health:
         start = time.monotonic()
@@ -220,3 +223,37 @@ def test_running_without_a_key_says_so() -> None:
         assert "no API key is set" in proc.output
     finally:
         proc.stop()
+
+
+def test_bodies_in_flight_share_one_budget(server: ServerProcess) -> None:
+    """Without it, max_connections x max_body_bytes (16 GiB) could be held at once."""
+    size = 4 * 1024 * 1024
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        f"Content-Length: {size}\r\nX-API-Key: {KEY}\r\n\r\n"
+    ).encode()
+    holders = [connect(server.url) for _ in range(2)]
+    try:
+        for sock in holders:  # 2 x 3.5 MiB of the 8 MiB budget, bodies not finished
+            sock.sendall(head + b"\0" * (size - size // 8))
+        time.sleep(0.5)
+        r = httpx.post(
+            server.url + "/predict",
+            content=b"\0" * size,
+            headers={"Content-Type": "image/png", "X-API-Key": KEY.encode()},
+            timeout=30,
+        )
+        assert r.status_code == 503, r.text[:300]
+        assert r.json()["error"]["code"] == "queue_full"
+        assert r.headers["Retry-After"] == "1"
+    finally:
+        for sock in holders:
+            sock.close()
+    time.sleep(0.5)  # the holders' requests end (499): their share is given back
+    r = httpx.post(
+        server.url + "/predict",
+        content=b"\0" * size,
+        headers={"Content-Type": "image/png", "X-API-Key": KEY.encode()},
+        timeout=30,
+    )
+    assert r.status_code == 400, r.text[:300]  # zeros are no image: read and refused
