@@ -130,7 +130,13 @@ def forms(photo: bytes, batch: int) -> list[tuple[str, bytes, str, int]]:
 
 
 def drive(
-    args: argparse.Namespace, url: str, body: bytes, ctype: str, conc: int, images: int
+    args: argparse.Namespace,
+    url: str,
+    body: bytes,
+    ctype: str,
+    conc: int,
+    images: int,
+    pid: int | None = None,
 ) -> dict:
     if args.client == "wrk":
         return wrk.run_wrk(
@@ -142,6 +148,7 @@ def drive(
             warmup=args.warmup,
             threads=args.client_processes,
             images_per_request=images,
+            settle=None if pid is None else lambda: servers.wait_idle(pid),
         )
     return loadgen.run_load(
         url,
@@ -268,10 +275,12 @@ def run(args: argparse.Namespace, command: str) -> dict:
                     for target in args.targets:
                         r = servers.with_cpu(
                             lambda t=target, b=body, ct=ctype, c=conc, n=images: drive(
-                                args, urls[t], b, ct, c, n
+                                args, urls[t], b, ct, c, n, pids[t]
                             ),
                             pids[target],
                         )
+                        # what the point left in flight must not load the next one
+                        r["settle_s"] = servers.wait_idle(pids[target])
                         data["results"].append(r | {"target": target, "form": form, "rep": rep})
                         report.write_json(args.out, data)
                         report.log(

@@ -195,6 +195,24 @@ def _own_cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def wait_idle(pid: int, *, timeout: float = 60.0, step: float = 0.25, cores: float = 0.1) -> float:
+    """Wait until the server (all its processes) uses under `cores` CPUs; seconds waited.
+
+    A load generator that stops leaves requests in flight (up to concurrency x images
+    per request) that the server still computes. Measuring the next point, or another
+    server, before they are done would charge one point's work to the next.
+    """
+    start = time.monotonic()
+    before = tree_cpu_seconds(pid)
+    while before is not None and time.monotonic() - start < timeout:
+        time.sleep(step)
+        now = tree_cpu_seconds(pid)
+        if now is None or now - before < cores * step:
+            break
+        before = now
+    return round(time.monotonic() - start, 2)
+
+
 def with_cpu(run: Callable[[], dict], server_pid: int) -> dict:
     """Run one load point; add the server's and the client's CPU use over it, in cores.
 

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent / "post.lua"
@@ -30,8 +31,10 @@ def run_wrk(
     warmup: float = 1.0,
     threads: int = 1,
     images_per_request: int = 1,
+    settle: Callable[[], object] | None = None,
 ) -> dict:
-    """One wrk run (after an unmeasured warm-up run); wrk counts time in whole seconds."""
+    """One wrk run (after an unmeasured warm-up run, then `settle()`); wrk counts time in
+    whole seconds."""
     threads = max(1, min(threads, concurrency))
     with tempfile.NamedTemporaryFile(suffix=".body") as tmp:
         tmp.write(body)
@@ -61,6 +64,8 @@ def run_wrk(
 
         if warmup > 0:
             wrk(warmup)
+            if settle is not None:
+                settle()  # the warm-up's requests still in flight: not the run's work
         raw = wrk(duration)
     seconds = raw["duration_us"] / 1e6
     errors = sum(raw["errors"].values())
