@@ -52,6 +52,7 @@ PER_BATCH_S = 100e-6  # the batcher's own cost per batch (thread hand-off, loop 
 SIMPLER_WITHIN = 0.05  # a simpler shape wins unless the other is this much better
 SOLO_SLACK = 0.10  # busy shape may cost this much batch-1 latency with one caller
 SPIN_GAIN = 0.10  # spinning only if it cuts batch-1 latency by this much
+SOLO_SPIN_GAIN = 0.02  # ... or this much for a solo session of its own (idle under load)
 BUSY_ROUNDS = 2  # the busy shapes are timed this many times, interleaved
 SOLO_ROUNDS = 3  # and the solo ones this many (shorter windows)
 CHEAP_S = 0.5e-3  # batch-1 latency below which decoding any photo costs more than the model
@@ -123,6 +124,7 @@ class Tuner:
         self.budget_s = budget_s
         self.sessions: dict[tuple[int, bool], Any] = {}
         self._deadline = 0.0
+        self._lat: dict[tuple[int, bool], float] = {}  # solo batch-1 seconds per shape
 
     def session(self, threads: int, spinning: bool) -> Any:
         key = (threads, spinning if threads > 1 else False)  # nothing spins with one thread
@@ -196,10 +198,14 @@ class Tuner:
         callers, threads, spin = self._busy(fixed, measured, solo_s)
         batch = fixed.max_batch_size or self._batch(callers, threads, spin, batch_cap, measured)
         shape = Shape(callers, threads, spin, batch)
-        if callers > 1 and (solo_threads, solo_spin) != (threads, spin):
-            shape = replace(shape, solo_intra_op_threads=solo_threads, solo_spinning=solo_spin)
-        elif callers == 1 and (threads, spin) != (solo_threads, solo_spin):
-            busy_s = measured["solo"].get(_key(threads, spin)) or self.latency(threads, spin)
+        if callers > 1:
+            spun = self._lat.get((solo_threads, True))
+            if fixed.intra_op_spinning is None and spun and spun < solo_s * (1 - SOLO_SPIN_GAIN):
+                solo_spin = True  # its own session, idle whenever others run: spinning is free
+            if (solo_threads, solo_spin) != (threads, spin):
+                shape = replace(shape, solo_intra_op_threads=solo_threads, solo_spinning=solo_spin)
+        elif (threads, spin) != (solo_threads, solo_spin):
+            busy_s = self._lat.get((threads, spin)) or self.latency(threads, spin)
             if busy_s > solo_s * (1 + SOLO_SLACK):  # throughput may not cost c=1 latency
                 shape = replace(shape, intra_op_threads=solo_threads, intra_op_spinning=solo_spin)
         return Choice(shape, source, self.cpus, time.perf_counter() - start, measured)
@@ -214,6 +220,7 @@ class Tuner:
                     got = self.latency(t, s, WINDOW_S / SOLO_ROUNDS)
                     lat[t, s] = min(got, lat.get((t, s), got))
         measured["solo"] = {_key(*k): round(v * 1000, 4) for k, v in lat.items()}
+        self._lat = lat
         best = min(lat, key=lat.get)
         still = (best[0], False)
         if best[1] and still in lat and lat[best] > lat[still] * (1 - SPIN_GAIN):
