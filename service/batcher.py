@@ -161,11 +161,29 @@ class Batcher:
         if deadline <= time.monotonic():
             raise DeadlineExceeded("the request's deadline passed before inference")
         if rows <= self.max_batch_size:
-            return await self._enqueue(loop, array, outputs, deadline)
-        parts = chunks(array, self.max_batch_size)
-        return join(
-            await asyncio.gather(*(self._enqueue(loop, p, outputs, deadline) for p in parts))
-        )
+            item = self._enqueue(loop, array, outputs, deadline)
+            try:
+                return await item.future
+            except asyncio.CancelledError:  # the caller was cancelled (e.g. its client left)
+                self._abandon(item)
+                raise
+        items = [
+            self._enqueue(loop, p, outputs, deadline) for p in chunks(array, self.max_batch_size)
+        ]
+
+        def give_up(future: asyncio.Future) -> None:  # before gather hears of the failure
+            if future.cancelled() or future.exception() is not None:
+                for item in items:
+                    self._abandon(item)
+
+        for item in items:
+            item.future.add_done_callback(give_up)
+        try:
+            return join(await asyncio.gather(*(item.future for item in items)))
+        except BaseException:  # cancelled, or one chunk failed: the others never run
+            for item in items:
+                self._abandon(item)
+            raise
 
     def _enqueue(
         self,
@@ -173,7 +191,7 @@ class Batcher:
         array: np.ndarray,
         outputs: Sequence[str],
         deadline: float,
-    ) -> asyncio.Future:
+    ) -> _Item:
         item = _Item(array, outputs, loop.create_future(), time.monotonic())
         if self._tracer is not None:
             item.span = tracing.current_span()
@@ -181,7 +199,18 @@ class Batcher:
         self._pending.append(item)
         self._queued(len(array))
         self._maybe_dispatch()
-        return item.future
+        return item
+
+    def _abandon(self, item: _Item) -> None:
+        """Nobody waits for `item` any more: still queued, it frees its place now and is
+        skipped at dispatch; already in a running batch, its rows' answer is dropped."""
+        if not item.future.done():
+            item.future.cancel()
+        if item.timer is not None:
+            item.timer.cancel()
+        if item.pending:
+            item.pending = False
+            self._queued(-len(item.array))
 
     def _expire(self, item: _Item) -> None:
         if item.future.done():

@@ -42,6 +42,7 @@ from service.inference_thread import InferenceThread
 from service.lifecycle import ModelControl
 from service.lifecycle.setup import open_repository
 from service.loader import StartupError, warm_up
+from service.lone_claim import LoneClaim
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
 from service.server_state import ServerState
@@ -106,6 +107,7 @@ class DataPlane:
             settings.decode_threads or min(share + 1, MAX_DEFAULT_DECODE_THREADS),
             max_pixels=settings.max_image_pixels,
             inline_max_pixels=settings.inline_decode_max_pixels,
+            timeout_s=settings.request_timeout_s,
         )
         try:
             self._registry, self.control = open_repository(
@@ -210,12 +212,18 @@ class DataPlane:
 
     # ---- operations -------------------------------------------------------
     async def decode(
-        self, model: ServedModel, blobs: Sequence[bytes], names: Sequence[str | None] | None = None
+        self,
+        model: ServedModel,
+        blobs: Sequence[bytes],
+        names: Sequence[str | None] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> np.ndarray:
         """Encoded images -> the model's (N, H, W, C) float32 input, as training preprocessed.
 
         While the pool decodes, the model's batcher knows rows are on their way
         (and may wait for them to fill a batch); a tiny image decoded inline never waits.
+        Timeout at `deadline` (None: request_timeout_s from now), even mid-decode.
         """
         span = tracing.OFF
         if tracing.enabled:
@@ -225,8 +233,10 @@ class DataPlane:
             batch = self.decoder.inline(model.bundle, blobs)
             if batch is not None:
                 return batch
+            if deadline is None:
+                deadline = self.deadline()
             with model.batcher.expecting():
-                return await self.decoder.decode(model.bundle, blobs, names)
+                return await self.decoder.decode(model.bundle, blobs, names, deadline=deadline)
 
     async def infer(
         self,
@@ -238,11 +248,13 @@ class DataPlane:
         deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Rows through the model's batcher: output name -> (N, ...) array."""
+        if deadline is None:
+            deadline = self.deadline()
         if not isinstance(inputs, np.ndarray):
             alone = await self._alone(model, inputs, outputs, deadline)
             if alone is not None:
                 return alone
-            inputs = await self.decode(model, inputs, names)
+            inputs = await self.decode(model, inputs, names, deadline=deadline)
         elif inputs.ndim != 4 or inputs.shape[1:] != model.input_shape:
             raise InvalidShape(
                 f"model {model.name} takes N x {' x '.join(map(str, model.input_shape))} "
@@ -253,8 +265,6 @@ class DataPlane:
         for name in outputs:
             if name != PROBABILITIES_OUTPUT and name not in model.layers:
                 raise UnknownOutput(model.unknown_layer_message(name))
-        if deadline is None:
-            deadline = self.deadline()
         try:
             return await model.batcher.submit(inputs, outputs, deadline)
         except scheduler.QueueFull as exc:
@@ -270,7 +280,7 @@ class DataPlane:
         model: ServedModel,
         blobs: Sequence[bytes],
         outputs: Sequence[str],
-        deadline: float | None,
+        deadline: float,
     ) -> dict[str, np.ndarray] | None:
         """One upload while nothing else of this model is queued, running or decoding:
         decode and run it in ONE pool job, as a plain server does (one thread hop; no
@@ -278,7 +288,8 @@ class DataPlane:
         wake-ups). When it is the only request in the process and the model is fast
         (`_fast_alone`), an image within ALONE_MAX_* is decoded and run right on the
         event loop: no hop at all. None when none of this applies: the caller takes
-        the batched path.
+        the batched path. The request waits for the pool job only until its deadline;
+        the model never starts after that (service/lone_claim.py).
         """
         batcher = model.batcher
         if len(blobs) != 1 or not batcher.idle() or tracing.enabled:
@@ -292,28 +303,19 @@ class DataPlane:
             return None  # tiny uploads decode inline, on the loop: the batched path is cheaper
         if any(n != PROBABILITIES_OUTPUT and n not in model.layers for n in outputs):
             return None  # the batched path says which output is unknown
-        if deadline is None:
-            deadline = self.deadline()
-        elif deadline <= time.monotonic():
-            return None
-        ran: list[bool] = []  # set in the pool thread when the model really runs
-
-        def run(batch: np.ndarray) -> dict[str, np.ndarray]:
-            if time.monotonic() >= deadline:  # expired while decoding: never run the model
-                raise scheduler.DeadlineExceeded("the request's deadline passed before inference")
-            ran.append(True)
-            return model.engine.run(batch, list(outputs))
-
+        if deadline <= time.monotonic():
+            return None  # the batched path answers Timeout without decoding
         batch = None
         if on_loop:  # nothing else to serve: a hop would only add wake-ups
             caps = {"max_bytes": ALONE_MAX_BYTES, "max_pixels": ALONE_MAX_PIXELS}
-            batch = self.decoder.inline(model.bundle, blobs, **caps)
-        batcher.claim()
-        start = time.perf_counter()
+            batch = self.decoder.inline(model.bundle, blobs, **caps)  # only cheap images
+        claim = LoneClaim(batcher, lambda x: model.engine.run(x, list(outputs)), deadline)
         try:
             if batch is not None:
-                return run(batch)
-            return await self.decoder.decode_then(model.bundle, blobs[0], run)
+                return claim.run(batch)
+            return await self.decoder.decode_then(
+                model.bundle, blobs[0], claim.run, deadline=deadline
+            )
         except APIError:
             raise
         except scheduler.DeadlineExceeded as exc:
@@ -322,7 +324,7 @@ class DataPlane:
         except Exception as exc:  # as the batched path reports a failed batch
             raise InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}") from None
         finally:
-            batcher.release(1 if ran else 0, time.perf_counter() - start)
+            claim.end()  # also when cancelled (the client went away)
 
     async def classify(
         self,

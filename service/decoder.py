@@ -5,24 +5,33 @@ serves all models; a single tiny upload is decoded on the event loop, where it
 costs less than the thread hop. Image failures become the API's errors here
 (InvalidImage 400, ImageTooLarge 413, naming the image within a batch). Knows
 neither HTTP nor the batcher.
+
+A deadline covers decoding: a request stops waiting at its deadline (Timeout)
+even while a pool thread still decodes its image. A thread cannot be stopped
+mid-image (service/image_limits.py bounds what one image costs), so its result
+is dropped; jobs not yet started never start, and a multi-image job stops
+before its next image.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
 
 from service.bundle import Bundle
-from service.errors import APIError, ImageTooLarge, InvalidImage, NoImages
-from service.image_limits import auto_max_pixels
+from service.errors import APIError, ImageTooLarge, InvalidImage, NoImages, Timeout
+from service.image_limits import auto_max_pixels, cheap_to_decode
 from service.preprocess import ImageError, ImageTooLargeError, preprocess
 
 INLINE_MAX_BYTES = 16 * 1024
+_EXPIRED = "the request's deadline passed while its images were decoding"
 T = TypeVar("T")
 
 
@@ -37,7 +46,14 @@ def usable_cpus() -> int:
 class Decoder:
     """The decode pool and the pixel limits; `decode` for any model's bundle."""
 
-    def __init__(self, threads: int = 0, *, max_pixels: int, inline_max_pixels: int = 0) -> None:
+    def __init__(
+        self,
+        threads: int = 0,
+        *,
+        max_pixels: int,
+        inline_max_pixels: int = 0,
+        timeout_s: float | None = None,
+    ) -> None:
         # 0: one more thread than CPUs: while one waits for the GIL (held by the event
         # loop), the others keep every core decoding (+13% images/s measured on 2 cores).
         threads = threads or usable_cpus() + 1
@@ -45,6 +61,7 @@ class Decoder:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="convserve-decode")
         self._max_pixels = max_pixels  # 0: per model, from its input size
         self._inline_pixels = inline_max_pixels
+        self._expired = _EXPIRED + (f" (request timeout {timeout_s:g} s)" if timeout_s else "")
 
     def max_pixels(self, bundle: Bundle) -> int:
         """The pixel cap for `bundle`'s model: the setting, or derived from its input."""
@@ -68,6 +85,8 @@ class Decoder:
         pixels = min(self._inline_pixels if max_pixels is None else max_pixels, cap)
         if len(blobs) != 1 or len(blobs[0]) > max_bytes or not pixels:
             return None
+        if not cheap_to_decode(blobs[0]):  # the loop only decodes what cannot stall it
+            return None
         try:
             x = preprocess(blobs[0], bundle.input, bundle.preprocessing, max_pixels=pixels)
         except ImageTooLargeError as exc:
@@ -79,41 +98,49 @@ class Decoder:
         return x[np.newaxis]
 
     async def decode(
-        self, bundle: Bundle, blobs: Sequence[bytes], names: Sequence[str | None] | None = None
+        self,
+        bundle: Bundle,
+        blobs: Sequence[bytes],
+        names: Sequence[str | None] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> np.ndarray:
-        """(N, H, W, C) float32 in the pool, split over its threads; NoImages/InvalidImage/..."""
+        """(N, H, W, C) float32 in the pool, split over its threads; NoImages/InvalidImage/...;
+        Timeout at `deadline` (time.monotonic(); None: no deadline)."""
         if not blobs:
             raise NoImages("the request contains no images")
+        self._check(deadline)
         spec = bundle.input
         out = np.empty((len(blobs), spec.height, spec.width, spec.channels), dtype=np.float32)
         loop = asyncio.get_running_loop()
+        cap = self.max_pixels(bundle)
+        stop = threading.Event()  # set when nobody waits any more: later images are skipped
+        step = -(-len(blobs) // min(len(blobs), self.threads))
+        jobs = [
+            loop.run_in_executor(
+                self.pool, _decode_into, bundle, out, i, blobs[i : i + step], cap, stop
+            )
+            for i in range(0, len(blobs), step)
+        ]
         try:
-            if len(blobs) == 1:
-                await loop.run_in_executor(
-                    self.pool, _decode_into, bundle, out, 0, blobs, self.max_pixels(bundle)
-                )
-            else:
-                step = -(-len(blobs) // min(len(blobs), self.threads))
-                await asyncio.gather(
-                    *(
-                        loop.run_in_executor(
-                            self.pool,
-                            _decode_into,
-                            bundle,
-                            out,
-                            i,
-                            blobs[i : i + step],
-                            self.max_pixels(bundle),
-                        )
-                        for i in range(0, len(blobs), step)
-                    )
-                )
+            await self._within(jobs[0] if len(jobs) == 1 else asyncio.gather(*jobs), deadline)
         except ImageError as exc:
             raise _image_error(exc, len(blobs), names) from None
+        finally:
+            stop.set()
         return out
 
-    async def decode_then(self, bundle: Bundle, blob: bytes, then: Callable[[np.ndarray], T]) -> T:
-        """One upload decoded to (1, H, W, C) and handed to `then`, in ONE pool job."""
+    async def decode_then(
+        self,
+        bundle: Bundle,
+        blob: bytes,
+        then: Callable[[np.ndarray], T],
+        *,
+        deadline: float | None = None,
+    ) -> T:
+        """One upload decoded to (1, H, W, C) and handed to `then`, in ONE pool job;
+        Timeout at `deadline` (then `then` must check it itself before it does anything)."""
+        self._check(deadline)
         spec = bundle.input
         out = np.empty((1, spec.height, spec.width, spec.channels), dtype=np.float32)
 
@@ -122,9 +149,24 @@ class Decoder:
             return then(out)
 
         try:
-            return await self.run(job)
+            return await self._within(self.run(job), deadline)
         except ImageError as exc:
             raise _image_error(exc, 1, None) from None
+
+    def _check(self, deadline: float | None) -> None:
+        if deadline is not None and deadline <= time.monotonic():
+            raise Timeout(self._expired)
+
+    async def _within(self, work: Awaitable[T], deadline: float | None) -> T:
+        """`work`, or Timeout at `deadline`: the request stops waiting (a pool job that has
+        not started is cancelled; one that runs finishes on its own, its result dropped)."""
+        if deadline is None:
+            return await work
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                return await work
+        except TimeoutError:
+            raise Timeout(self._expired) from None
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Other CPU-heavy work (PNG encoding) in the same pool, off the event loop."""
@@ -135,9 +177,16 @@ class Decoder:
 
 
 def _decode_into(
-    bundle: Bundle, out: np.ndarray, start: int, blobs: Sequence[bytes], max_pixels: int
+    bundle: Bundle,
+    out: np.ndarray,
+    start: int,
+    blobs: Sequence[bytes],
+    max_pixels: int,
+    stop: threading.Event | None = None,
 ) -> None:
     for i, data in enumerate(blobs):
+        if stop is not None and stop.is_set():
+            return  # the request gave up (deadline, client gone, another image failed)
         try:
             out[start + i] = preprocess(
                 data, bundle.input, bundle.preprocessing, max_pixels=max_pixels

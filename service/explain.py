@@ -173,7 +173,8 @@ async def occlusion(
 
     The unoccluded image rides along as row 0 of the first chunk (no extra
     round trip); `label` None means its top label. At most `in_flight` chunks
-    are submitted at once.
+    are submitted at once; when one fails (e.g. the deadline) or the caller is
+    cancelled, the others are cancelled too (their queued rows never run).
     """
     chunk = max(1, chunk)
     bounds = [(0, min(chunk - 1, where.count))]  # first chunk: original + chunk-1 copies
@@ -190,7 +191,13 @@ async def occlusion(
                 batch = np.concatenate([image[np.newaxis], batch])
             return np.asarray(await infer(batch))
 
-    parts = await asyncio.gather(*(run(i, s, e) for i, (s, e) in enumerate(bounds)))
+    tasks = [asyncio.ensure_future(run(i, s, e)) for i, (s, e) in enumerate(bounds)]
+    try:
+        parts = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
     probs = np.concatenate(parts)
     original, occluded = probs[0], probs[1:]
     chosen = int(np.argmax(original)) if label is None else label

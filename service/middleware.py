@@ -4,20 +4,28 @@ Plain ASGI (not BaseHTTPMiddleware) to keep per-request overhead small. The
 body limit is enforced twice: a Content-Length over the limit is refused
 before a byte is read, and a chunked body is counted while it streams in. A
 client that leaves mid-body is a 499 in the log and /metrics, not a 500.
+
+A client that leaves after its body is in stops its work: from WATCH_AFTER_S
+after the body arrived (a quick answer costs no watcher) a task waits for the
+server's `http.disconnect` and cancels the request's task (decoding, queued
+rows and all); the request is then a 499 as well, without a traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
 import re
 import time
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import tracing
+from service.connection import BODY_TIMED_OUT
 from service.errors import Draining, error_response, render
 from service.metrics import Metrics
 from service.server_state import ServerState
@@ -31,6 +39,9 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"
 # in some sandboxes.
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
+# A request still running this long after its body arrived is watched for its client leaving.
+WATCH_AFTER_S = 0.05
+CLIENT_CLOSED = 499  # nginx's "client closed request"
 
 
 class BodyTooLarge(HTTPException):
@@ -114,6 +125,7 @@ class RequestMiddleware:
 
         trace = tracing.start_request(scope, request_id) if tracing.enabled else None
         held = [0]  # body bytes this request holds against the budget
+        watch = _DisconnectWatch(receive, lambda: started)
         self.state.in_flight += 1
         self.metrics.in_flight.inc()
         try:
@@ -137,7 +149,11 @@ class RequestMiddleware:
                 response = error_response(scope["path"], 503, err.code, err.detail, err.headers)
                 await response(scope, receive, send_wrapper)
             else:
-                await self.app(scope, self._limited(receive, held), send_wrapper)
+                await self.app(scope, self._limited(receive, held, watch), send_wrapper)
+        except asyncio.CancelledError:
+            if not watch.stopped_request():
+                raise  # not ours (e.g. the server shutting down)
+            status = CLIENT_CLOSED
         except Exception:
             if started:
                 raise
@@ -145,6 +161,9 @@ class RequestMiddleware:
             response = error_response(scope["path"], 500, "internal_error", "internal server error")
             await response(scope, receive, send_wrapper)
         finally:
+            watch.close()
+            if scope.get(BODY_TIMED_OUT):  # the connection layer answered 408 and closed
+                status = 408
             self.buffered -= held[0]
             self.state.in_flight -= 1
             self.metrics.in_flight.dec()
@@ -183,9 +202,9 @@ class RequestMiddleware:
             return False
         return self.buffered + int(length) > self.max_buffered
 
-    def _limited(self, receive: Receive, held: list[int]) -> Receive:
+    def _limited(self, receive: Receive, held: list[int], watch: _DisconnectWatch) -> Receive:
         """`receive`, counting the body against its limit and the budget (`held[0]`:
-        this request's share, given back when it ends)."""
+        this request's share, given back when it ends); the last of the body arms `watch`."""
         seen = 0
         limit = self.max_body
 
@@ -204,8 +223,57 @@ class RequestMiddleware:
                 if self.max_buffered and self.buffered > self.max_buffered:
                     raise BodiesOverBudget(self.max_buffered)
                 body_done = not message.get("more_body", False)
+                if body_done:
+                    watch.arm()
             elif message["type"] == "http.disconnect" and not body_done:
                 raise ClientGone()
             return message
 
         return receive_limited
+
+
+class _DisconnectWatch:
+    """Cancels the request's task when its client leaves after the body arrived.
+
+    Armed when the app has read the whole body (before that, `receive` itself
+    reports the disconnect: ClientGone); the watcher task starts WATCH_AFTER_S
+    later, so quick requests never pay for it. It reads the server's `receive`
+    (which then only ever says `http.disconnect`) and cancels the request unless
+    an answer has started, which the server finishes or drops by itself.
+    """
+
+    def __init__(self, receive: Receive, answered: Callable[[], bool]) -> None:
+        self._receive = receive
+        self._answered = answered
+        self._request = asyncio.current_task()  # the one serving this request
+        self._timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task | None = None
+        self._cancelled = False
+
+    def arm(self) -> None:
+        if self._timer is None and self._watcher is None and self._request is not None:
+            self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" and not self._answered():
+            self._cancelled = True
+            self._request.cancel()
+
+    def stopped_request(self) -> bool:
+        """Whether a CancelledError in the request is this watch's doing (then it is undone)."""
+        if not self._cancelled:
+            return False
+        self._request.uncancel()
+        return True
+
+    def close(self) -> None:
+        """The request ended: no watching any more."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None and not self._watcher.done():
+            self._watcher.cancel()

@@ -188,7 +188,7 @@ async def explain_image(request: Request) -> Response:
     blobs, names = await read_images(request, dataplane.settings.max_images_per_request)
     if len(blobs) != 1:
         raise InvalidParameter(f"/explain takes exactly one image, not {len(blobs)}")
-    image = (await dataplane.decode(model, blobs, names))[0]
+    image = (await dataplane.decode(model, blobs, names, deadline=deadline))[0]
     result = await run(dataplane, model, image, opts, deadline)
     if fmt == "png":
         name = model.bundle.classes[result.label]

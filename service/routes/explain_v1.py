@@ -58,7 +58,9 @@ async def _explain(request: Request, name: str, version: str | None) -> Response
     body = await request.body()
     call = await dp.offload(parse_predict, body, model.bundle, dp.settings.max_images_per_request)
     images = (
-        await dp.decode(model, call.images) if call.images is not None else call.tensor
+        await dp.decode(model, call.images, deadline=deadline)
+        if call.images is not None
+        else call.tensor
     ).astype(np.float32, copy=False)
     opts = options(model, query, dp.settings.explain_max_variants, len(images))
     predictions, explanations = [], []

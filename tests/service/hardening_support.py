@@ -4,6 +4,7 @@ cannot send (Linux /proc)."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import threading
@@ -13,6 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def children(pid: int) -> list[int]:
@@ -117,3 +121,41 @@ def status_of(response: bytes) -> int | None:
     if not response.startswith(b"HTTP/1.1 "):
         return None
     return int(response[9:12])
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`, from a /metrics scrape."""
+    total = 0.0
+    text = httpx.get(url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total
+
+
+def slow_jpeg(side: int, seed: int = 0) -> bytes:
+    """A valid progressive JPEG of side x side pixels with 62 scans (under the limit of
+    64): small on the wire, slow to decode (6000 px: ~5 MB, ~1 s here)."""
+    blocks = np.random.default_rng(seed).integers(0, 256, (side // 8, side // 8, 3), np.uint8)
+    picture = Image.fromarray(blocks).resize((side, side), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    picture.save(buf, format="JPEG", quality=90, progressive=True)
+    data = buf.getvalue()
+    start, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")  # the last scan, repeated
+    return data[:end] + data[start:end] * (62 - data.count(b"\xff\xda")) + data[end:]
+
+
+def multipart(blobs: list[bytes], media_type: str = "image/jpeg") -> tuple[bytes, str]:
+    """A multipart/form-data body with one `file` part per blob, and its Content-Type."""
+    boundary = "convserve-test-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.jpg"\r\n'
+        f"Content-Type: {media_type}\r\n\r\n".encode()
+        + blob
+        + b"\r\n"
+        for i, blob in enumerate(blobs)
+    ]
+    return b"".join(
+        parts
+    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
