@@ -15,6 +15,11 @@ adds, per request:
 
 `uvicorn_options(settings)` is every uvicorn keyword the server passes, the
 connection cap (`limit_concurrency`, 503 beyond) included.
+
+Each of these answers is counted in `convserve_requests_total` like any request:
+431, 408 in the headers and the connection cap's 503 with route "-" (no route
+ran; method "other" while the headers are incomplete), a body 408 by the
+request middleware under its route (it sees the scope's BODY_TIMED_OUT).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from typing import Any
 from service.settings import Settings
 
 log = logging.getLogger("convserve.connection")
+BODY_TIMED_OUT = "convserve.body_timed_out"  # scope key: the middleware counts a 408
+NO_ROUTE = "-"  # the route label of answers given before any route ran
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -67,6 +75,7 @@ if HttpToolsProtocol is not None:
             self._parsed_bytes = 0  # request line and headers as parsed
             self._oversize = False
             self._deadline: asyncio.TimerHandle | None = None
+            self._metrics: Any = None  # the app's Metrics; False: none found
 
         # deadlines
         def _arm(self, seconds: float, on_expiry: Any) -> None:
@@ -91,8 +100,12 @@ if HttpToolsProtocol is not None:
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True
                 cycle.message_event.set()
+                if not in_headers:
+                    cycle.scope[BODY_TIMED_OUT] = True
             if answer:
                 self.transport.write(_raw_response(status, code, message))
+                if in_headers:
+                    self._count(status, "other")
             log.info("closing a connection from %s: %s", self.client and self.client[0], message)
             self.transport.close()
 
@@ -132,7 +145,7 @@ if HttpToolsProtocol is not None:
             message = f"the request line and headers exceed the limit of {limit} bytes"
             self._refuse(431, "headers_too_large", message, in_headers=True)
 
-        def _count(self, size: int) -> None:
+        def _count_header(self, size: int) -> None:
             """Exact count of what the parser handed over; over the limit, stop parsing
             (httptools turns the error into HttpParserError -> send_400_response)."""
             self._parsed_bytes += size
@@ -141,11 +154,11 @@ if HttpToolsProtocol is not None:
                 raise ValueError("headers too large")
 
         def on_url(self, url: bytes) -> None:
-            self._count(len(url))
+            self._count_header(len(url))
             super().on_url(url)
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._count(len(name) + len(value) + 4)
+            self._count_header(len(name) + len(value) + 4)
             super().on_header(name, value)
 
         def on_message_begin(self) -> None:
@@ -159,7 +172,19 @@ if HttpToolsProtocol is not None:
             self._awaiting_headers = False
             self._header_bytes = 0
             self._arm(self.body_timeout_s, self._body_late)
-            super().on_headers_complete()
+            cap = self.limit_concurrency
+            refused = cap is not None and max(len(self.connections), len(self.tasks)) >= cap
+            super().on_headers_complete()  # over the cap: uvicorn answers 503 itself
+            if refused:
+                method = self.scope.get("method", "")
+                self._count(503, method if method in _METHODS else "other")
+
+        def _count(self, status: int, method: str) -> None:
+            """One answer given here in the app's request counter (found once per connection)."""
+            if self._metrics is None:
+                self._metrics = _app_metrics(self.app)
+            if self._metrics is not False:
+                self._metrics.requests.labels(NO_ROUTE, method, str(status)).inc()
 
         def on_message_complete(self) -> None:
             self._disarm()
@@ -171,6 +196,16 @@ if HttpToolsProtocol is not None:
 
 else:  # pragma: no cover - uvicorn[standard] brings httptools
     BoundedHttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+
+def _app_metrics(app: Any) -> Any:
+    """The Metrics of the app under uvicorn's wrappers (`.app` chains), or False."""
+    for _ in range(8):
+        metrics = getattr(getattr(app, "state", None), "metrics", None)
+        if metrics is not None:
+            return metrics
+        app = getattr(app, "app", None)
+    return False
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

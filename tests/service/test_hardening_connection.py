@@ -257,3 +257,28 @@ def test_bodies_in_flight_share_one_budget(server: ServerProcess) -> None:
         timeout=30,
     )
     assert r.status_code == 400, r.text[:300]  # zeros are no image: read and refused
+
+
+def _answered(url: str, route: str, status: int) -> float:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "convserve_requests_total" and labels.get("route") == route:
+                total += sample.value if labels.get("status") == str(status) else 0
+    return total
+
+
+def test_connection_layer_answers_are_counted(server: ServerProcess) -> None:
+    """Before: 431, 408 and the connection cap's 503 never reached /metrics (a body 408
+    showed as a 499): shedding slow or oversized clients was invisible to operations."""
+    before = {s: _answered(server.url, "-", s) for s in (431, 408, 503)}
+    body_late = _answered(server.url, "/predict", 408)
+    test_headers_over_the_limit_get_431(server)
+    test_a_silent_connection_is_closed(server)
+    test_connections_beyond_the_cap_get_503(server)
+    test_a_body_at_a_byte_per_second_is_cut_off(server)
+    for status, count in before.items():
+        assert _answered(server.url, "-", status) == count + 1, status
+    assert _answered(server.url, "/predict", 408) == body_late + 1
