@@ -11,6 +11,7 @@ answer must come in under half of what decoding alone takes here.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -18,12 +19,13 @@ from functools import cache
 import grpc
 import httpx
 import pytest
+from PIL import Image
 
 from service.bundle import read_bundle
 from service.preprocess import preprocess
 from tests.service.grpc_support import bytes_request, stub
 from tests.service.hardening_support import healthz_latency, metric, multipart, slow_jpeg
-from tests.service.serving import DIGITS, ServerProcess, digit_images, free_port
+from tests.service.serving import DIGITS, LiveServer, ServerProcess, digit_images, free_port
 
 TIMEOUT_S = 0.1
 MAX_PIXELS = 40_000_000
@@ -122,3 +124,29 @@ def test_a_grpc_call_gets_deadline_exceeded_while_decoding(server: ServerProcess
     assert elapsed < TIMEOUT_S + decode_s / 2, (elapsed, decode_s)
     _settle(decode_s)
     assert metric(server.url, BATCHES, model="digits") == batches
+
+
+def _progressive(side: int, scans: int) -> bytes:
+    """A small flat progressive JPEG of side x side with its last scan repeated."""
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (128, 100, 50)).save(buf, format="JPEG", progressive=True)
+    data = buf.getvalue()
+    start, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[start:end] * (scans - data.count(b"\xff\xda")) + data[end:]
+
+
+def test_the_event_loop_decodes_only_cheap_images() -> None:
+    """Alone in the process a small upload is decoded right on the event loop, where no
+    deadline can cut it short: a JPEG of 60 scans (1 MP in 7 KB, ~30 ms of decoding, all
+    of it blocking every other request before) goes to the decode pool instead."""
+    cheap, costly = _progressive(1024, 10), _progressive(1024, 60)
+    assert len(costly) < 16 * 1024
+    with LiveServer() as live, live.client() as c:
+        pool = live.app.state.dataplane.decoder.pool
+        first = c.post("/predict", content=cheap, headers={"Content-Type": "image/jpeg"})
+        threads_after_cheap = len(pool._threads)
+        second = c.post("/predict", content=costly, headers={"Content-Type": "image/jpeg"})
+        threads_after_costly = len(pool._threads)
+    assert first.status_code == 200 and second.status_code == 200, second.text
+    assert threads_after_cheap == 0  # decoded on the loop: the pool never started
+    assert threads_after_costly >= 1
