@@ -50,9 +50,10 @@ def probabilities(response: pb.ModelInferResponse) -> np.ndarray:
     return np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(output.shape)
 
 
-def noise_png(side: int, seed: int = 0) -> bytes:
-    """A PNG of random grey pixels: slow to decode, hardly compressible."""
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side), dtype=np.uint8)
+def noise_png(side: int, seed: int = 0, *, rgb: bool = False) -> bytes:
+    """A PNG of random grey (or colour) pixels: hardly compressible."""
+    shape = (side, side, 3) if rgb else (side, side)
+    pixels = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -28,6 +28,7 @@ from tests.service.grpc_support import (
     stub,
     tensor_request,
 )
+from tests.service.hardening_support import slow_jpeg
 from tests.service.serving import (
     LiveServer,
     distinct_label_images,
@@ -155,7 +156,7 @@ def test_feature_map_output(client) -> None:
 
 
 def test_messages_above_grpcs_4_mib_default_are_accepted(raw) -> None:
-    big = noise_png(2300)  # ~5 MiB: over gRPC's default, under max_body_bytes
+    big = noise_png(1300, rgb=True)  # ~5 MiB: over gRPC's default, under max_body_bytes
     assert 4 * 1024 * 1024 < len(big) < LIMIT
     answer = raw.ModelInfer(bytes_request([big], raw=True), metadata=AUTH, timeout=60)
     assert probabilities(answer).shape == (1, 10)
@@ -233,7 +234,7 @@ def test_client_deadline_is_the_requests_deadline(live: LiveServer, raw) -> None
     before = _batches(live)
     code, _ = _code(
         raw.ModelInfer,
-        bytes_request([noise_png(2000, seed=2)], raw=True),
+        bytes_request([slow_jpeg(2048, seed=2)], raw=True),  # ~0.13 s to decode
         metadata=AUTH,
         timeout=0.02,
     )

@@ -16,9 +16,11 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.service.drain_support import held_upload
-from tests.service.grpc_support import bytes_request, noise_png, stub
+from tests.service.grpc_support import bytes_request, stub
+from tests.service.hardening_support import slow_jpeg
 from tests.service.serving import ServerProcess, distinct_label_images, free_port
 
+SLOW_SIDE = 4000  # ~0.4 s to decode (62 scans), over the default pixel cap: raised
 BIGS = 4  # slow uploads queued on the one decode thread, so some are in flight at SIGTERM
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -45,7 +47,8 @@ def _in_flight(text: str) -> float:
 def test_sigterm_finishes_grpc_calls_in_flight_and_refuses_new_ones() -> None:
     port = free_port()
     env = {"CONVSERVE_GRPC_PORT": str(port), "CONVSERVE_INLINE_DECODE_MAX_PIXELS": "0"}
-    server = ServerProcess("--decode-threads", "1", "--drain-timeout-s", "30", env=env).start()
+    args = ("--decode-threads", "1", "--drain-timeout-s", "30")
+    server = ServerProcess(*args, "--max-image-pixels", str(SLOW_SIDE**2), env=env).start()
     (label, png), *_ = distinct_label_images(1)
     until = time.monotonic() + 60
     try:
@@ -57,7 +60,7 @@ def test_sigterm_finishes_grpc_calls_in_flight_and_refuses_new_ones() -> None:
             while _in_flight(_scrape(server.url)) < 1:  # the held upload
                 assert time.monotonic() < until
                 time.sleep(0.01)
-            slow = bytes_request([noise_png(4000, seed=3)], raw=True)
+            slow = bytes_request([slow_jpeg(SLOW_SIDE, seed=3)], raw=True)
             bigs = [service.ModelInfer.future(slow) for _ in range(BIGS)]
             while True:  # every big call is in the server (running or done), some still running
                 text = _scrape(server.url)

@@ -25,7 +25,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from tests.service.grpc_support import KEY, bytes_request, noise_png, stub
+from tests.service.grpc_support import KEY, bytes_request, stub
+from tests.service.hardening_support import slow_jpeg
 from tests.service.serving import (
     ROOT,
     LiveServer,
@@ -142,6 +143,7 @@ def _in_flight(url: str) -> float:
     return float(value) - 1  # less the scrape itself
 
 
+SLOW_SIDE = 4000  # over the default pixel cap: raised for it
 BIGS = 6
 
 
@@ -159,13 +161,14 @@ def test_a_cancelled_call_is_a_504_with_a_deadline_and_a_499_without() -> None:
     thread, which an in-process server would share the test's GIL with."""
     port = free_port()
     env = {"CONVSERVE_GRPC_PORT": str(port), "CONVSERVE_INLINE_DECODE_MAX_PIXELS": "0"}
-    server = ServerProcess("--decode-threads", "1", env=env).start()
+    big = ("--max-image-pixels", str(SLOW_SIDE**2))
+    server = ServerProcess("--decode-threads", "1", *big, env=env).start()
     until = time.monotonic() + 60
     try:
         channel, service = stub(f"127.0.0.1:{port}")
         small = bytes_request([distinct_label_images(1)[0][1]], raw=True)
         with channel:
-            slow = bytes_request([noise_png(4000, seed=1)], raw=True)  # 0.15-1 s to decode
+            slow = bytes_request([slow_jpeg(SLOW_SIDE, seed=1)], raw=True)  # ~0.4 s to decode
             bigs = [service.ModelInfer.future(slow) for _ in range(BIGS)]
             _wait_in_flight(server.url, 1, until)  # the one decode thread is busy with them
             with_deadline = service.ModelInfer.future(small, timeout=60)

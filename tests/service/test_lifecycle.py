@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import subprocess
 import sys
 import time
 
 import httpx
-import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
 
 from tests.service.drain_support import held_upload, in_flight
+from tests.service.hardening_support import slow_jpeg
 from tests.service.serving import ROOT, ServerProcess, distinct_label_images
 
 
@@ -79,11 +77,10 @@ def test_missing_default_model_refuses_to_start(tmp_path) -> None:
     assert "no model bundles under" in server.output
 
 
-def _big_png(seed: int) -> bytes:
-    noise = np.random.default_rng(seed).integers(0, 256, (700, 700), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(noise).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+def _big_image(seed: int) -> bytes:
+    """~40 ms to decode (a 700 px noise PNG took 1 ms once decoding got faster, and every
+    post was answered before SIGTERM); sent as image/png, decoded by its bytes."""
+    return slow_jpeg(1024, seed)
 
 
 async def _readiness_until_refused(url: str, timeout_s: float = 10.0) -> list[int | str]:
@@ -127,7 +124,7 @@ async def _load_then_sigterm(
 def test_sigterm_under_load_answers_every_accepted_request() -> None:
     images = distinct_label_images(30)
     # one decode thread and large images keep requests in flight when SIGTERM arrives
-    bodies = [data for _, data in images[:10]] + [_big_png(i) for i in range(30)]
+    bodies = [data for _, data in images[:10]] + [_big_image(i) for i in range(30)]
     held_label, held_png = images[10]
     server = ServerProcess("--decode-threads", "1", "--drain-timeout-s", "30").start()
     until = time.monotonic() + 60
