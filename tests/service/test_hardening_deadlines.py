@@ -81,7 +81,7 @@ def _post(url: str, path: str, body: bytes, content_type: str) -> tuple[httpx.Re
 
 @pytest.mark.parametrize(
     ("path", "images"),
-    [("/predict", 1), ("/predict", 3), ("/explain", 1)],
+    [("/predict", 1), ("/predict", 2), ("/explain", 1)],
     ids=["lone upload", "multi-image body", "explain"],
 )
 def test_a_slow_decode_gets_its_504_at_the_deadline(
@@ -103,7 +103,8 @@ def test_a_slow_decode_gets_its_504_at_the_deadline(
     assert r.json()["error"]["code"] == "timeout"
     assert elapsed < TIMEOUT_S + decode_s / 2, (elapsed, decode_s)
     assert metric(server.url, BATCHES, model="digits") == batches  # the model never ran
-    assert health["max_ms"] < 500 and health["probes"] > 3, health
+    assert health["max_ms"] < 1000 and health["probes"] > 3, health  # 2 shared cores
+    assert "Traceback" not in server.output and "never retrieved" not in server.output
     _, small = digit_images()[0]
     ok, _ = _post(server.url, "/predict", small, "image/png")
     assert ok.status_code in (200, 504), ok.text[:300]  # 0.1 s is tight on a busy machine
@@ -124,6 +125,7 @@ def test_a_grpc_call_gets_deadline_exceeded_while_decoding(server: ServerProcess
     assert elapsed < TIMEOUT_S + decode_s / 2, (elapsed, decode_s)
     _settle(decode_s)
     assert metric(server.url, BATCHES, model="digits") == batches
+    assert "Traceback" not in server.output and "never retrieved" not in server.output
 
 
 def _progressive(side: int, scans: int) -> bytes:
