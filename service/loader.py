@@ -18,7 +18,6 @@ from PIL import Image
 from service import tracing
 from service.batcher import Batcher
 from service.bundle import BundleError
-from service.decoder import usable_cpus
 from service.engine import Engine, EngineOptions, batch_buckets
 from service.execution import cpu_share, fixed_from
 from service.inference_thread import InferenceThread
