@@ -21,9 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # change -> (file, the line that turns it on, the line that leaves it off)
 SWITCHES = {
-    "alone": ("service/dataplane.py",
-              "alone = await self._alone(model, inputs, outputs, deadline)", "alone = None"),
-    "on-loop": ("service/dataplane.py", "        on_loop = (", "        on_loop = False and ("),
+    "alone": ("service/lone_upload.py",
+              "    batcher = model.batcher\n", "    return None\n"),
+    "on-loop": ("service/lone_upload.py",
+                "    on_loop = in_flight", "    on_loop = False and in_flight"),
     "multipart": ("service/routes/inputs.py",
                   "fast = _fast_multipart(await request.body(), content_type, max_images)",
                   "fast = None"),

@@ -16,7 +16,6 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -24,9 +23,9 @@ import numpy as np
 from service import batcher as scheduler
 from service import tracing
 from service.bundle import PROBABILITIES_OUTPUT, FeatureMapSpec
-from service.decoder import INLINE_MAX_BYTES, Decoder
+from service.classification import Classification
+from service.decoder import Decoder
 from service.errors import (
-    APIError,
     InferenceFailed,
     InvalidParameter,
     InvalidShape,
@@ -42,7 +41,7 @@ from service.inference_thread import InferenceThread
 from service.lifecycle import ModelControl
 from service.lifecycle.setup import open_repository
 from service.loader import StartupError, warm_up
-from service.lone_claim import LoneClaim
+from service.lone_upload import run_alone
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
 from service.server_state import ServerState
@@ -50,34 +49,8 @@ from service.settings import Settings
 from service.visualize import filters_png
 
 log = logging.getLogger("convserve.dataplane")
-# Alone in the process, a request for a model the tuner timed under ALONE_MODEL_MS
-# with an image under these caps runs entirely on the event loop: no thread hop at all.
-ALONE_MODEL_MS = 1.0
-ALONE_MAX_BYTES = 1 << 20
-ALONE_MAX_PIXELS = 1 << 20
 T = TypeVar("T")
 Inputs = np.ndarray | Sequence[bytes]  # a preprocessed N x H x W x C batch, or encoded images
-
-
-def _fast_alone(model: ServedModel) -> bool:
-    """The tuner timed this model's batch-1 run under ALONE_MODEL_MS (so blocking the
-    event loop for it costs nothing a hop would not)."""
-    solo = ((model.engine.execution or {}).get("measured") or {}).get("solo") or {}
-    return bool(solo) and min(solo.values()) < ALONE_MODEL_MS
-
-
-@dataclass(frozen=True)
-class Classification:
-    """Class probabilities per image and the top-k class indices, best first."""
-
-    model: ServedModel
-    probabilities: np.ndarray  # (N, classes) float32
-    top_k: int
-
-    def ranked(self) -> list[list[int]]:
-        """Per image, the top_k class indices by probability (ties: the lower index first)."""
-        order = np.argsort(-self.probabilities, axis=1, kind="stable")
-        return order[:, : self.top_k].tolist()
 
 
 class DataPlane:
@@ -238,6 +211,14 @@ class DataPlane:
             with model.batcher.expecting():
                 return await self.decoder.decode(model.bundle, blobs, names, deadline=deadline)
 
+    def _alone_options(self) -> dict:
+        """What the lone-upload path may do now (service/lone_upload.py)."""
+        return {
+            "in_flight": self.state.in_flight,
+            "loop_decode": self.settings.inline_decode_max_pixels > 0,
+            "timeout_s": self.settings.request_timeout_s,
+        }
+
     async def infer(
         self,
         model: ServedModel,
@@ -251,7 +232,9 @@ class DataPlane:
         if deadline is None:
             deadline = self.deadline()
         if not isinstance(inputs, np.ndarray):
-            alone = await self._alone(model, inputs, outputs, deadline)
+            alone = await run_alone(
+                self.decoder, model, inputs, outputs, deadline, **self._alone_options()
+            )
             if alone is not None:
                 return alone
             inputs = await self.decode(model, inputs, names, deadline=deadline)
@@ -274,57 +257,6 @@ class DataPlane:
             raise Timeout(f"{exc} (request timeout {timeout:g} s)") from None
         except scheduler.BatchFailed as exc:
             raise InferenceFailed(str(exc)) from None
-
-    async def _alone(
-        self,
-        model: ServedModel,
-        blobs: Sequence[bytes],
-        outputs: Sequence[str],
-        deadline: float,
-    ) -> dict[str, np.ndarray] | None:
-        """One upload while nothing else of this model is queued, running or decoding:
-        decode and run it in ONE pool job, as a plain server does (one thread hop; no
-        queue, no hand-off to the inference thread, which at concurrency 1 only cost
-        wake-ups). When it is the only request in the process and the model is fast
-        (`_fast_alone`), an image within ALONE_MAX_* is decoded and run right on the
-        event loop: no hop at all. None when none of this applies: the caller takes
-        the batched path. The request waits for the pool job only until its deadline;
-        the model never starts after that (service/lone_claim.py).
-        """
-        batcher = model.batcher
-        if len(blobs) != 1 or not batcher.idle() or tracing.enabled:
-            return None  # traced: the batched path, whose decode/queue/batch spans tell all
-        on_loop = (  # inline_decode_max_pixels=0: the user wants every image in the pool
-            self.state.in_flight <= 1
-            and _fast_alone(model)
-            and self.settings.inline_decode_max_pixels > 0
-        )
-        if len(blobs[0]) <= INLINE_MAX_BYTES and not on_loop:
-            return None  # tiny uploads decode inline, on the loop: the batched path is cheaper
-        if any(n != PROBABILITIES_OUTPUT and n not in model.layers for n in outputs):
-            return None  # the batched path says which output is unknown
-        if deadline <= time.monotonic():
-            return None  # the batched path answers Timeout without decoding
-        batch = None
-        if on_loop:  # nothing else to serve: a hop would only add wake-ups
-            caps = {"max_bytes": ALONE_MAX_BYTES, "max_pixels": ALONE_MAX_PIXELS}
-            batch = self.decoder.inline(model.bundle, blobs, **caps)  # only cheap images
-        claim = LoneClaim(batcher, lambda x: model.engine.run(x, list(outputs)), deadline)
-        try:
-            if batch is not None:
-                return claim.run(batch)
-            return await self.decoder.decode_then(
-                model.bundle, blobs[0], claim.run, deadline=deadline
-            )
-        except APIError:
-            raise
-        except scheduler.DeadlineExceeded as exc:
-            timeout = self.settings.request_timeout_s
-            raise Timeout(f"{exc} (request timeout {timeout:g} s)") from None
-        except Exception as exc:  # as the batched path reports a failed batch
-            raise InferenceFailed(f"inference failed: {type(exc).__name__}: {exc}") from None
-        finally:
-            claim.end()  # also when cancelled (the client went away)
 
     async def classify(
         self,

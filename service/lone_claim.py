@@ -1,6 +1,6 @@
 """The claim a lone upload's pool job holds on its model, given back exactly once.
 
-A lone upload (service/dataplane.py `_alone`) is decoded and run in one pool
+A lone upload (service/lone_upload.py) is decoded and run in one pool
 job while it holds its model's batcher (`Batcher.claim`): batches queue behind
 it. The request may stop waiting before that job ends (its deadline passes
 while the image decodes, or its client goes away). Then the model must never

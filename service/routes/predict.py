@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from service.auth import require_api_key
-from service.dataplane import Classification, DataPlane
+from service.classification import Classification
+from service.dataplane import DataPlane
 from service.errors import InvalidParameter
 from service.routes.inputs import read_images
 
