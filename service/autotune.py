@@ -198,16 +198,14 @@ class Tuner:
         callers, threads, spin = self._busy(fixed, measured, solo_s)
         batch = fixed.max_batch_size or self._batch(callers, threads, spin, batch_cap, measured)
         shape = Shape(callers, threads, spin, batch)
-        if callers > 1:
-            spun = self._lat.get((solo_threads, True))
-            if fixed.intra_op_spinning is None and spun and spun < solo_s * (1 - SOLO_SPIN_GAIN):
-                solo_spin = True  # its own session, idle whenever others run: spinning is free
-            if (solo_threads, solo_spin) != (threads, spin):
-                shape = replace(shape, solo_intra_op_threads=solo_threads, solo_spinning=solo_spin)
-        elif (threads, spin) != (solo_threads, solo_spin):
-            busy_s = self._lat.get((threads, spin)) or self.latency(threads, spin)
-            if busy_s > solo_s * (1 + SOLO_SLACK):  # throughput may not cost c=1 latency
-                shape = replace(shape, intra_op_threads=solo_threads, intra_op_spinning=solo_spin)
+        spun = self._lat.get((solo_threads, True))
+        if fixed.intra_op_spinning is None and spun and spun < solo_s * (1 - SOLO_SPIN_GAIN):
+            solo_spin, solo_s = True, spun  # its own session, idle under load: spinning is free
+        busy_s = self._lat.get((threads, spin)) or self.latency(threads, spin)
+        if (solo_threads, solo_spin) != (threads, spin) and (
+            callers > 1 or busy_s > solo_s * (1 + SOLO_SLACK)
+        ):  # throughput may not cost concurrency-1 latency: lone batches get their own session
+            shape = replace(shape, solo_intra_op_threads=solo_threads, solo_spinning=solo_spin)
         return Choice(shape, source, self.cpus, time.perf_counter() - start, measured)
 
     def _solo(self, fixed: Fixed, measured: dict) -> tuple[int, bool, float]:

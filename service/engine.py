@@ -212,3 +212,8 @@ class Engine:
         """One onnxruntime call on an N x H x W x C float32 batch."""
         values = self.session.run(outputs, {self.input_name: batch})
         return dict(zip(outputs, values, strict=True))
+
+    def run_alone(self, batch: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        """`run` for a request served alone: on the tuner's solo session, if it chose one."""
+        run = getattr(self.session, "run_alone", self.session.run)
+        return dict(zip(outputs, run(outputs, {self.input_name: batch}), strict=True))

@@ -71,15 +71,23 @@ class SoloOrBusy:
     Anything but `run` is the busy session's (inputs, outputs, options).
     """
 
-    def __init__(self, busy: Any, solo: Any) -> None:
+    def __init__(self, busy: Any, solo: Any, *, solo_when_idle: bool = True) -> None:
         self.busy, self.solo = busy, solo
+        self.solo_when_idle = solo_when_idle  # False: only `run_alone` takes the solo session
         self._lock = threading.Lock()
         self._active = 0
 
     def run(self, outputs: Any, feeds: Any, *args: Any) -> Any:
+        return self._run(self.solo_when_idle, outputs, feeds, *args)
+
+    def run_alone(self, outputs: Any, feeds: Any, *args: Any) -> Any:
+        """A request the data plane serves alone (nothing else of the model in flight)."""
+        return self._run(True, outputs, feeds, *args)
+
+    def _run(self, solo_if_idle: bool, outputs: Any, feeds: Any, *args: Any) -> Any:
         with self._lock:
             self._active += 1
-            session = self.solo if self._active == 1 else self.busy
+            session = self.solo if solo_if_idle and self._active == 1 else self.busy
         try:
             return session.run(outputs, feeds, *args)
         finally:
@@ -111,7 +119,8 @@ def tune_session(
     s = choice.shape
     session = tuner.session(s.intra_op_threads, s.intra_op_spinning)
     if s.solo_intra_op_threads is not None:
-        session = SoloOrBusy(session, tuner.session(s.solo_intra_op_threads, s.solo_spinning))
+        solo = tuner.session(s.solo_intra_op_threads, s.solo_spinning)
+        session = SoloOrBusy(session, solo, solo_when_idle=s.inference_threads > 1)
     log.info(
         "%s: %d caller(s) x %d intra-op thread(s)%s, batches of up to %d%s (%s, %.1f s)",
         label,

@@ -66,7 +66,7 @@ async def run_alone(
     if on_loop:  # nothing else to serve: a hop would only add wake-ups
         caps = {"max_bytes": ALONE_MAX_BYTES, "max_pixels": ALONE_MAX_PIXELS}
         batch = decoder.inline(model.bundle, blobs, **caps)  # only cheap images
-    claim = LoneClaim(batcher, lambda x: model.engine.run(x, list(outputs)), deadline)
+    claim = LoneClaim(batcher, lambda x: model.engine.run_alone(x, list(outputs)), deadline)
     try:
         if batch is not None:
             return claim.run(batch)

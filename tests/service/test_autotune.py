@@ -188,3 +188,10 @@ def test_a_container_cpu_limit_caps_the_cpus_tuned_for(tmp_path) -> None:
     (v1 / "cpu.cfs_quota_us").write_text("-1\n")
     assert cpu_quota(v2, v1) is None
     assert 1 <= cpu_share(2) <= cpu_share(1)
+
+
+def test_with_one_caller_only_lone_uploads_take_the_solo_session() -> None:
+    solo, busy = Recorder("solo"), Recorder("busy")
+    pair = SoloOrBusy(busy, solo, solo_when_idle=False)
+    assert pair.run([], {}) == "busy"  # a batch from the queue
+    assert pair.run_alone([], {}) == "solo"  # an upload the data plane serves alone
