@@ -15,7 +15,8 @@ to find that out, so each model version is timed at a few candidate shapes
    (1, 1), (1, CPUs) and (CPUs, 1); the simplest shape within 5 % of the best
    wins (fewer threads leave the cores to decoding);
    (skipped for a model whose batch-1 latency is under CHEAP_S: decoding
-   dominates, so one caller and the largest batch);
+   dominates, so one caller, one intra-op thread, no spinning, the largest
+   batch);
 3. batch: CPU time per image at batch 1, 2, 4, ... max for the chosen busy
    shape, plus the batcher's per-batch cost; among the sizes within 5 % of the
    cheapest, the largest with one caller, the smallest with several (so the
@@ -190,10 +191,13 @@ class Tuner:
         solo_threads, solo_spin, solo_s = self._solo(fixed, measured)
         source = "auto+settings" if given else "auto"
         if solo_s < CHEAP_S and fixed.inference_threads is None:
-            # the model is a rounding error next to decoding: one caller, the fastest solo
-            # shape, the largest batch (fewest batcher round trips); nothing more to learn
+            # the model is a rounding error next to decoding: one caller, one intra-op
+            # thread, no spinning (microseconds gained per call, a core burnt that the
+            # decoders need), the largest batch (fewest batcher round trips)
             measured["cheap"] = f"batch-1 latency below {CHEAP_S * 1000:g} ms: busy shape not timed"
-            shape = Shape(1, solo_threads, solo_spin, fixed.max_batch_size or batch_cap)
+            threads = fixed.intra_op_threads or 1
+            spin = bool(fixed.intra_op_spinning)
+            shape = Shape(1, threads, spin, fixed.max_batch_size or batch_cap)
             return Choice(shape, source, self.cpus, time.perf_counter() - start, measured)
         callers, threads, spin = self._busy(fixed, measured, solo_s)
         batch = fixed.max_batch_size or self._batch(callers, threads, spin, batch_cap, measured)
