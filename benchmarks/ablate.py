@@ -25,7 +25,7 @@ SWITCHES = {
               "    batcher = model.batcher\n", "    return None\n"),
     "on-loop": ("service/lone_upload.py",
                 "    on_loop = in_flight", "    on_loop = False and in_flight"),
-    "mallopt": ("service/__main__.py",  # service/memory.py: 128 KiB mmap threshold, 2 arenas
+    "mallopt": ("service/__main__.py",  # service/memory.py: 4 MiB mmap threshold, 2 arenas
                 "    return_memory_to_the_os()\n    if settings.workers == 1:",
                 "    if settings.workers == 1:"),
     "multipart": ("service/routes/inputs.py",

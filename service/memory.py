@@ -4,12 +4,15 @@ By default glibc serves a large block from its heap once a block of that size
 has been freed (the mmap threshold rises up to 32 MiB), and freed heap memory
 rarely goes back: after one large request (a 28 MiB inflated body, a 12 MiB
 JSON string) the process kept ~100 MiB it no longer used, per worker, for
-good. A fixed threshold keeps every block over 128 KiB in its own mapping,
+good. A fixed threshold keeps every block over 4 MiB in its own mapping,
 returned at free(); two arenas instead of eight per core keep the decode
-threads from each holding a heap of their own. Measured with the same four
-large requests (docs/deployment.md): idle RSS 230 MiB after them before, 136
-MiB after (the 135 MiB it started with). Same effect as starting the process
-with MALLOC_MMAP_THRESHOLD_=131072 MALLOC_ARENA_MAX=2.
+threads from each holding a heap of their own. Measured (a 12 MiB and a 15
+MiB base64 JSON body, a 14 MiB JSON of 5 M objects): idle RSS 128 MiB before
+them, 130 MiB after. The threshold was 128 KiB at first: every image tensor
+and batch then got a fresh mapping (page faults on each request), which cost
+25-35 % of the course CNN's images/s at concurrency 32 (benchmarks/ablate.py
+--off mallopt, results/ablate-mallopt-course256.json); at 4 MiB the difference
+to no tuning at all is within run-to-run noise (-9 % and -12 % in two runs).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ log = logging.getLogger("convserve.memory")
 
 _M_ARENA_MAX = -8  # <malloc.h>
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 128 * 1024
+MMAP_THRESHOLD = 4 * 1024 * 1024
 ARENA_MAX = 2
 
 
