@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from benchmarks.heavy_model import cached_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "benchmarks" / ".cache"
@@ -70,18 +71,11 @@ def export(keras_path: Path, models_dir: Path = MODELS) -> Path:
 
 def ensure(models_dir: Path = MODELS, *, rebuild: bool = False) -> Path:
     """The cached bundle if the current schema still reads it, else a fresh export."""
-    from service.bundle import BundleError, read_bundle
-
-    bundle = models_dir / NAME / VERSION
-    if (bundle / "bundle.json").is_file() and not rebuild:
-        try:
-            read_bundle(bundle)
-            return bundle
-        except BundleError as exc:
-            print(f"rebuilding: {exc}")
-    if (bundle / "bundle.json").is_file():
-        shutil.rmtree(bundle)  # the exporter never overwrites a version
-    return export(build_keras(CACHE / f"{NAME}.keras"), models_dir)
+    return cached_bundle(
+        models_dir / NAME / VERSION,
+        lambda: export(build_keras(CACHE / f"{NAME}.keras"), models_dir),
+        rebuild=rebuild,
+    )
 
 
 def main() -> None:

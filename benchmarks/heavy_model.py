@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,11 +94,10 @@ def export(keras_path: Path, models_dir: Path = MODELS) -> Path:
     return models_dir / NAME / VERSION
 
 
-def ensure(models_dir: Path = MODELS, *, rebuild: bool = False) -> Path:
-    """The cached bundle if the current schema still reads it, else a fresh export."""
+def cached_bundle(bundle: Path, make: Callable[[], Path], *, rebuild: bool = False) -> Path:
+    """`bundle` if the current schema still reads it, else what `make()` exports afresh."""
     from service.bundle import BundleError, read_bundle
 
-    bundle = models_dir / NAME / VERSION
     if (bundle / "bundle.json").is_file() and not rebuild:
         try:
             read_bundle(bundle)
@@ -106,8 +106,16 @@ def ensure(models_dir: Path = MODELS, *, rebuild: bool = False) -> Path:
             print(f"rebuilding: {exc}")
     if (bundle / "bundle.json").is_file():
         shutil.rmtree(bundle)  # the exporter never overwrites a version
-    keras_path = build_keras(CACHE / "heavy.keras")
-    return export(keras_path, models_dir)
+    return make()
+
+
+def ensure(models_dir: Path = MODELS, *, rebuild: bool = False) -> Path:
+    """The cached bundle if the current schema still reads it, else a fresh export."""
+    return cached_bundle(
+        models_dir / NAME / VERSION,
+        lambda: export(build_keras(CACHE / "heavy.keras"), models_dir),
+        rebuild=rebuild,
+    )
 
 
 def main() -> None:
