@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service import tracing
-from service.batch import Batch, chunks, join
+from service.batch import Batch, PackBuffers, chunks, join
 from service.inference_thread import InferenceThread
 
 log = logging.getLogger("convserve.batcher")
@@ -104,6 +104,7 @@ class Batcher:
         self._running = 0
         self.queued_rows = 0
         self.incoming = 0  # requests announced (decoding) but not yet submitted
+        self._buffers = PackBuffers()  # what the inference threads pack batches into
 
     # ---- arrivals -------------------------------------------------------
     def announce(self) -> None:
@@ -295,7 +296,7 @@ class Batcher:
         start = time.perf_counter()
         padded = 0  # zero rows that really ran
         try:
-            array = batch.pack()  # ValueError: rows of different shapes
+            array = batch.pack(self._buffers)  # ValueError: rows of different shapes
             padded = batch.padding
             if self._tracer is None:
                 result, error = self._run(array, outputs), None

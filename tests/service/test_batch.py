@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.batch import Batch, chunks, join
+import threading
+
+from service.batch import Batch, PackBuffers, chunks, join
 
 
 def _rows(start: int, n: int) -> np.ndarray:
@@ -30,6 +32,21 @@ def test_split_gives_each_part_its_rows_and_outputs_and_drops_padding() -> None:
     assert set(first) == {"y"} and set(second) == {"y", "z"}
     np.testing.assert_array_equal(first["y"][:, 0], [2, 4])
     np.testing.assert_array_equal(second["z"][:, 0], [4])
+
+
+def test_pack_buffers_are_reused_within_a_thread_and_never_shared_between_threads() -> None:
+    buffers = PackBuffers()
+    first = Batch([_rows(1, 2), _rows(3, 1)], size=4).pack(buffers)
+    second = Batch([_rows(5, 1), _rows(6, 1)]).pack(buffers)  # smaller: same memory
+    assert np.shares_memory(first, second)
+    np.testing.assert_array_equal(second[:, 0], [5, 6])
+    bigger = Batch([_rows(0, 3), _rows(3, 3)]).pack(buffers)
+    np.testing.assert_array_equal(bigger[:, 0], np.arange(6))
+    other: list[np.ndarray] = []
+    thread = threading.Thread(target=lambda: other.append(Batch([_rows(0, 1)] * 2).pack(buffers)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], bigger)
 
 
 def test_wrong_shapes_and_wrong_row_counts_are_errors() -> None:
