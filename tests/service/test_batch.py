@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
-
-import threading
 
 from service.batch import Batch, PackBuffers, chunks, join
 
