@@ -31,8 +31,9 @@ from benchmarks.photo import PHOTO
 from service.bundle import read_bundle
 
 REPO = Path(__file__).resolve().parent.parent
-# convserve2: --workers 2; baseline: convserve from --baseline-src (an older checkout)
-TARGETS = ("convserve", "convserve2", "baseline", "plain1", "plain2")
+# convserve: its defaults (workers auto: one per CPU); convserve1 / convserve2: --workers 1 / 2;
+# baseline: convserve from --baseline-src (an older checkout) and/or --baseline-env
+TARGETS = ("convserve", "convserve1", "convserve2", "baseline", "plain1", "plain2")
 DEFAULT_TARGETS = ("convserve", "plain1", "plain2")
 INPROCESS_MAX_BATCH = 32  # the in-process limit's batch when --max-batch leaves convserve's default
 
@@ -226,8 +227,8 @@ def start(target: str, args: argparse.Namespace):
             env["CONVSERVE_MAX_BATCH_SIZE"] = str(args.max_batch)
         if args.threads is not None:
             env["CONVSERVE_INTRA_OP_THREADS"] = str(args.threads)
-        if target == "convserve2":
-            env["CONVSERVE_WORKERS"] = "2"
+        if target in ("convserve1", "convserve2"):
+            env["CONVSERVE_WORKERS"] = target[-1]
         env.update(kv.split("=", 1) for kv in args.server_env)
         if target == "baseline":
             env.update(kv.split("=", 1) for kv in args.baseline_env)

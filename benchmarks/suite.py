@@ -3,7 +3,7 @@
 For digits (32x32 grayscale, tiny), course256 (the course's 256x256 grayscale
 CNN, decode-bound) and heavy224 (224x224x3, five conv blocks, compute-bound),
 each built by a script here and exported with the project's own `export`, it
-runs `http_bench` (convserve at its defaults with 1 and 2 workers, the plain
+runs `http_bench` (convserve at its defaults and with 1 worker, the plain
 server with 1 and 2 workers, and the in-process limit) with raw JPEG bodies and
 multipart bodies of 8 photos at concurrency 1, 8, 32, 64; writes everything to
 one JSON and regenerates the tables (results .md, README.md and
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def bench_argv(model: str, args: argparse.Namespace) -> list[str]:
     duration, warmup = TIMING[model]
     argv = ["--model", str(bundle(model)), "--batch", "8", "--concurrency", "1,8,32,64",
-            "--targets", "convserve,convserve2,plain1,plain2", "--repeat", str(args.repeat),
+            "--targets", "convserve,convserve1,plain1,plain2", "--repeat", str(args.repeat),
             "--duration", str(duration), "--warmup", str(warmup),
             "--server-env", "CONVSERVE_LOG_LEVEL=info"]  # fmt: skip
     if args.quick:

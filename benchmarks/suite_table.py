@@ -10,8 +10,8 @@ from benchmarks import report
 REPO = Path(__file__).resolve().parent.parent
 READMES = (REPO / "README.md", REPO / "benchmarks" / "README.md")
 START, END = "<!-- speed-table:start -->", "<!-- speed-table:end -->"
-SERVERS = ("convserve", "convserve2", "plain1", "plain2")
-HEADERS = ["model", "form", "conc", "convserve img/s", "÷ limit", "2 workers", "plain 1w",
+SERVERS = ("convserve", "convserve1", "plain1", "plain2")
+HEADERS = ["model", "form", "conc", "convserve img/s", "÷ limit", "1 worker", "plain 1w",
            "plain 2w", "limit", "p50 ms: convserve", "plain 1w", "in-process"]  # fmt: skip
 
 

@@ -120,7 +120,9 @@ def main() -> None:
         raise SystemExit("py-spy not found: pip install py-spy")
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     model = http_bench.inprocess.find_bundle(args.model)
-    env = {"CONVSERVE_PROVIDERS": "cpu", **dict(kv.split("=", 1) for kv in args.server_env)}
+    # one process: py-spy records one pid (the default, auto, runs one worker per CPU)
+    env = {"CONVSERVE_PROVIDERS": "cpu", "CONVSERVE_WORKERS": "1",
+           **dict(kv.split("=", 1) for kv in args.server_env)}  # fmt: skip
     logs = REPO / "benchmarks/.cache/logs"
     root = http_bench.only_model_root(model, logs)
     name = read_bundle(model).name

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from service.connection import uvicorn_options
 from service.memory import return_memory_to_the_os
 from service.settings import Settings
+from service.worker_count import resolve_workers
 
 log = logging.getLogger("convserve.main")
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -87,19 +88,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(f"convserve: invalid settings: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
+    workers, why = resolve_workers(settings)
+    settings = settings.model_copy(update={"workers": workers})  # exported to the workers
     common = uvicorn_options(settings)
     return_memory_to_the_os()
     if settings.workers == 1:
         from service.app import create_app
 
         app = create_app(settings)  # configures the loggers
-        _announce(settings)
+        _announce(settings, why)
         uvicorn.run(app, **common)
     else:
         from service.logging import configure_logging
 
         configure_logging(settings.log_format, settings.log_level)  # uvicorn's own lines too
-        _announce(settings)
+        _announce(settings, why)
         _export(settings)
         with _shared_metrics_dir():
             uvicorn.run(
@@ -107,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
 
 
-def _announce(settings: Settings) -> None:
+def _announce(settings: Settings, workers_why: str) -> None:
+    log.info("%d worker process(es) (%s)", settings.workers, workers_why)
     if settings.api_key is None:
         log.warning(
             "no API key is set (CONVSERVE_API_KEY): every endpoint is open to anyone who can "

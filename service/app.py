@@ -13,6 +13,7 @@ queued and in-flight requests complete; then uvicorn's own shutdown runs
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -49,6 +50,14 @@ from service.settings import Settings
 
 log = logging.getLogger("convserve.app")
 GRPC_GRACE_S = 5.0  # at shutdown, for gRPC calls still running
+# FastAPI >= 0.16x instruments every request itself once OpenTelemetry is importable,
+# asking three global providers per request whether it should (~80 us at concurrency 1,
+# py-spy); convserve's own spans (service/tracing.py) are the documented ones.
+_NO_NATIVE_TELEMETRY = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def _install_drain_handler(dataplane: DataPlane, loop: asyncio.AbstractEventLoop) -> None:
@@ -117,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        **_NO_NATIVE_TELEMETRY,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()

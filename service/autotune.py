@@ -115,6 +115,7 @@ class Tuner:
         output: str,
         *,
         cpus: int,
+        solo_cpus: int = 0,
         budget_s: float = BUDGET_S,
     ) -> None:
         self._make = make_session
@@ -122,6 +123,7 @@ class Tuner:
         self._row = row_shape
         self._output = [output]
         self.cpus = max(1, cpus)
+        self.solo_cpus = max(self.cpus, solo_cpus)  # a lone request may use every CPU
         self.budget_s = budget_s
         self.sessions: dict[tuple[int, bool], Any] = {}
         self._deadline = 0.0
@@ -213,7 +215,7 @@ class Tuner:
         return Choice(shape, source, self.cpus, time.perf_counter() - start, measured)
 
     def _solo(self, fixed: Fixed, measured: dict) -> tuple[int, bool, float]:
-        threads = [fixed.intra_op_threads] if fixed.intra_op_threads else [self.cpus, 1]
+        threads = [fixed.intra_op_threads] if fixed.intra_op_threads else [self.solo_cpus, 1]
         spins = [fixed.intra_op_spinning] if fixed.intra_op_spinning is not None else [False, True]
         lat: dict[tuple[int, bool], float] = {}
         for _ in range(SOLO_ROUNDS):  # interleaved, the best of each: a busy moment on the

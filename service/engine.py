@@ -57,6 +57,7 @@ class EngineOptions:
     # service/autotune.py: the knobs set explicitly (the rest are measured); None: no tuning
     autotune: Fixed | None = None
     autotune_cpus: int = 1  # the CPUs this process may use (divided among workers)
+    autotune_solo_cpus: int = 0  # the CPUs a lone request may use (0: autotune_cpus)
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:
@@ -199,6 +200,7 @@ class Engine:
 
         self.session, choice = tune_session(
             make, self.session, fixed, cpus=self.options.autotune_cpus, batch_cap=batch_cap,
+            solo_cpus=self.options.autotune_solo_cpus,
             output=self.output_names[0], label=label,
         )  # fmt: skip
         self.execution = choice.as_dict()

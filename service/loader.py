@@ -37,13 +37,17 @@ class StartupError(RuntimeError):
 def _engine_options(settings: Settings) -> EngineOptions:
     """EngineOptions from the settings fields of the same names (the engine never sees Settings).
 
-    Plus what the tuner needs: which knobs were set explicitly, and this worker's
-    share of the CPUs (each of `workers` processes tunes for its own).
+    Plus what the tuner needs: which knobs were set explicitly, this worker's
+    share of the CPUs (each of `workers` processes tunes its batches for its own)
+    and all of them (for a request that is alone).
     """
     same = {f.name: getattr(settings, f.name) for f in fields(EngineOptions)
             if f.name in Settings.model_fields}  # fmt: skip
     cpus = cpu_share(settings.workers)  # affinity and container CPU limit
-    return EngineOptions(**same, autotune=fixed_from(settings), autotune_cpus=cpus)
+    # a lone request may have every CPU: the other workers are idle when nothing else runs
+    return EngineOptions(
+        **same, autotune=fixed_from(settings), autotune_cpus=cpus, autotune_solo_cpus=cpu_share(1)
+    )
 
 
 def load_model(

@@ -25,7 +25,12 @@ class Settings(BaseSettings):
         le=65535,
         description="Open Inference Protocol over gRPC and grpc.health.v1 (8001 as Triton); 0: off",
     )
-    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="uvicorn worker processes; 0 (auto): one per CPU this server may use, at "
+        "most 4, on the CPU; 1 on a GPU or with model_control=explicit (service/worker_count.py)",
+    )
     model_control: Literal["none", "poll", "explicit"] = Field(
         "none",
         description="none: serve what is in model_dir at start; poll: follow model_dir every "

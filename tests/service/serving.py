@@ -112,6 +112,9 @@ class ServerProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSERVE_")}
         full_env.update({"PYTHONPATH": str(ROOT), "CONVSERVE_MODEL_DIR": str(MODELS)})
         full_env["CONVSERVE_GRPC_PORT"] = "0"  # not 8001: tests run side by side
+        # one process unless a test asks for more (the default, auto, is one per CPU:
+        # tests/service/test_worker_count.py)
+        full_env["CONVSERVE_WORKERS"] = "1"
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "--port", "0", *args],
