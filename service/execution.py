@@ -108,12 +108,13 @@ class SoloOrBusy:
 
 @contextmanager
 def tuning_alone() -> Iterator[None]:
-    """Worker processes of one server tune one at a time.
+    """Worker processes of one server tune (and warm up) one at a time.
 
-    Timings taken while another worker times its own sessions measure the machine
-    shared, not the machine: two workers tuning together chose one intra-op
-    thread for a lone request where two were 35 % faster. The workers share
-    PROMETHEUS_MULTIPROC_DIR (service/__main__.py), so a lock file there orders them.
+    Timings taken while another worker times or warms up its own sessions measure
+    the machine shared, not the machine: two workers tuning together chose one
+    intra-op thread for a lone request where two were 35 % faster. The workers
+    share PROMETHEUS_MULTIPROC_DIR (service/__main__.py), so a lock file there
+    orders them (service/loader.py's warm_model holds it).
     """
     shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not shared or fcntl is None:
@@ -142,8 +143,7 @@ def tune_session(
     inp = probe.get_inputs()[0]
     row = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape[1:])
     tuner = Tuner(make_session, inp.name, row, output, cpus=cpus, solo_cpus=solo_cpus)
-    with tuning_alone():
-        choice = tuner.tune(fixed, batch_cap)
+    choice = tuner.tune(fixed, batch_cap)
     s = choice.shape
     session = tuner.session(s.intra_op_threads, s.intra_op_spinning)
     if s.solo_intra_op_threads is not None:

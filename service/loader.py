@@ -19,7 +19,7 @@ from service import tracing
 from service.batcher import Batcher
 from service.bundle import BundleError
 from service.engine import Engine, EngineOptions, batch_buckets
-from service.execution import cpu_share, fixed_from
+from service.execution import cpu_share, fixed_from, tuning_alone
 from service.inference_thread import InferenceThread
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
@@ -122,6 +122,11 @@ def _sample_files() -> list[bytes]:
 def warm_model(model: ServedModel, max_batch_size: int, samples: list[bytes] | None = None) -> None:
     """Tune the execution shape (service/autotune.py), then one batch per batch-size
     bucket through `model`, all outputs (blocking)."""
+    with tuning_alone():  # the other workers neither tune nor warm up meanwhile
+        _warm(model, max_batch_size, samples)
+
+
+def _warm(model: ServedModel, max_batch_size: int, samples: list[bytes] | None) -> None:
     bundle = model.bundle
     with suppress(ImageError):  # loads every Pillow plugin, as identifying junk does
         preprocess(b"not an image", bundle.input, bundle.preprocessing, max_pixels=1)
