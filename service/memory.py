@@ -15,12 +15,15 @@ and batch then got a fresh mapping (page faults on each request), which cost
 to no tuning at all is within run-to-run noise (-9 % and -12 % in two runs).
 
 Setting the mmap threshold also freezes glibc's trim threshold at 128 KiB, so
-the heap was shrunk (and grown back, page by page) around every decoded
-image: 270-470 page faults per 640x480 JPEG, which made preprocessing 60-100 %
-slower in the server than in a process without these settings (2.3 -> 3.7-4.8
-ms per image, `ru_minflt` per image measured directly). A trim threshold of
-twice the mmap threshold keeps an image's working memory on the heap (0 faults
-per image) while anything larger than 4 MiB is still its own mapping.
+in a process whose heap top was free after each image (a fresh worker process)
+the heap was shrunk and grown back, page by page, around every decoded image:
+270-470 page faults per 640x480 JPEG, preprocessing 2.3 -> 3.7-4.8 ms
+(`ru_minflt` counted; tests/service/test_memory_settings.py), and a
+two-worker server answered a lone photo in 5.8 ms where one worker took 4.4.
+(The one-process server had long-lived objects above the images and took
+0.05 faults per request either way.) A trim threshold of twice the mmap
+threshold keeps an image's working memory on the heap (0 faults) while
+anything larger than 4 MiB is still its own mapping.
 """
 
 from __future__ import annotations

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import grpc
 import numpy as np
+import tritonclient.grpc.aio as tgrpc_aio
 from PIL import Image
+from tritonclient.utils import InferenceServerException
 
 from service.grpc import grpc_predict_v2_pb2 as pb
 from service.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 KEY = "s3cret"
+# max_queue=1 and a long gather window: while one image waits, the others find the queue full
+FULL_QUEUE = {
+    "max_queue": 1,
+    "max_batch_size": 64,
+    "max_batch_delay_ms": 500,
+    "inline_decode_max_pixels": 0,
+}
 AUTH = (("authorization", f"Bearer {KEY}"),)
 
 
@@ -57,3 +67,23 @@ def noise_png(side: int, seed: int = 0, *, rgb: bool = False) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def infer_each(target: str, blobs: list[bytes]) -> list[str]:
+    """Every image in its own concurrent tritonclient (aio) infer: "OK" or the status."""
+
+    async def fire() -> list[str]:
+        async with tgrpc_aio.InferenceServerClient(target) as client:
+
+            async def one(data: bytes) -> str:
+                tensor = tgrpc_aio.InferInput("image_bytes", [1], "BYTES")
+                tensor.set_data_from_numpy(np.array([data], dtype=object))
+                try:
+                    await client.infer("digits", [tensor])
+                except InferenceServerException as exc:
+                    return str(exc.status())
+                return "OK"
+
+            return await asyncio.gather(*(one(data) for data in blobs))
+
+    return asyncio.run(fire())

@@ -6,7 +6,6 @@ module; the queue and deadline tests start their own.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import grpc
@@ -14,15 +13,16 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
-import tritonclient.grpc.aio as tgrpc_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from service.grpc import grpc_predict_v2_pb2 as pb
 from tests.service.grpc_support import (
     AUTH,
+    FULL_QUEUE,
     KEY,
     bytes_request,
+    infer_each,
     noise_png,
     probabilities,
     stub,
@@ -262,32 +262,9 @@ def test_server_timeout_maps_to_deadline_exceeded() -> None:
 
 
 def test_full_queue_is_unavailable() -> None:
-    # max_queue=1 and a long gather window: while one image waits, the others find it full
-    cfg = settings(
-        grpc_port=free_port(),
-        max_queue=1,
-        max_batch_size=64,
-        max_batch_delay_ms=500,
-        inline_decode_max_pixels=0,
-    )
-    images = _images(24)
-
-    async def fire(target: str) -> list[str]:
-        async with tgrpc_aio.InferenceServerClient(target) as c:
-
-            async def one(data: bytes) -> str:
-                tensor = tgrpc_aio.InferInput("image_bytes", [1], "BYTES")
-                tensor.set_data_from_numpy(np.array([data], dtype=object))
-                try:
-                    await c.infer("digits", [tensor])
-                except InferenceServerException as exc:
-                    return exc.status()
-                return "OK"
-
-            return await asyncio.gather(*(one(data) for data in images))
-
+    cfg = settings(grpc_port=free_port(), **FULL_QUEUE)
     with LiveServer(cfg) as server:
-        statuses = asyncio.run(fire(server.grpc_target))
+        statuses = infer_each(server.grpc_target, _images(24))
         with tgrpc.InferenceServerClient(server.grpc_target) as c:
             assert c.is_server_ready()
     assert set(statuses) <= {"OK", "StatusCode.UNAVAILABLE"}, statuses

@@ -8,7 +8,6 @@ over REST, so the rules' POST ratios (5xx, 503/504 shedding) cover gRPC.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Iterator
@@ -19,13 +18,12 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
-import tritonclient.grpc.aio as tgrpc_aio
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from tests.service.grpc_support import KEY, bytes_request, stub
+from tests.service.grpc_support import FULL_QUEUE, KEY, bytes_request, infer_each, stub
 from tests.service.hardening_support import slow_jpeg
 from tests.service.serving import (
     ROOT,
@@ -193,31 +191,10 @@ def test_a_cancelled_call_is_a_504_with_a_deadline_and_a_499_without() -> None:
 
 def test_shedding_is_a_503_post() -> None:
     """A full queue refuses with UNAVAILABLE; the shedding alert sees it as a 503 POST."""
-    cfg = settings(
-        grpc_port=free_port(),
-        max_queue=1,
-        max_batch_size=64,
-        max_batch_delay_ms=500,
-        inline_decode_max_pixels=0,
-    )
+    cfg = settings(grpc_port=free_port(), **FULL_QUEUE)
     blobs = [data for _, data in distinct_label_images(24)]
-
-    async def fire(target: str) -> list[str]:
-        async with tgrpc_aio.InferenceServerClient(target) as client:
-
-            async def one(data: bytes) -> str:
-                tensor = tgrpc_aio.InferInput("image_bytes", [1], "BYTES")
-                tensor.set_data_from_numpy(np.array([data], dtype=object))
-                try:
-                    await client.infer("digits", [tensor])
-                except InferenceServerException as exc:
-                    return str(exc.status())
-                return "OK"
-
-            return await asyncio.gather(*(one(data) for data in blobs))
-
     with LiveServer(cfg) as server:
-        done = asyncio.run(fire(server.grpc_target))
+        done = infer_each(server.grpc_target, blobs)
         counts = _requests(server.url)
     assert "StatusCode.UNAVAILABLE" in done, done
     assert counts[(INFER, "POST", "503")] == done.count("StatusCode.UNAVAILABLE")

@@ -1,10 +1,10 @@
 """service/memory.py's malloc settings must not make every decoded image page-fault.
 
-Fixing the mmap threshold also froze glibc's trim threshold at 128 KiB: the heap
-was shrunk and grown back around every image, 270-470 minor page faults per
-640x480 JPEG and 60-100 % slower preprocessing in the server than without the
-settings. Counted in a fresh process (the settings apply to a whole process),
-with the kernel's own counter: no timing involved.
+Fixing the mmap threshold also froze glibc's trim threshold at 128 KiB: in a
+fresh process (as every worker is) the heap was shrunk and grown back around
+every image, 270-470 minor page faults per 640x480 JPEG and 60-100 % slower
+preprocessing. Counted in a fresh process (the settings apply to a whole
+process), with the kernel's own counter: no timing involved.
 """
 
 from __future__ import annotations
