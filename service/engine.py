@@ -103,11 +103,16 @@ def _session_options(options: EngineOptions) -> ort.SessionOptions:
     return so
 
 
+def wants_cuda(providers: str) -> bool:
+    """Whether `providers` ("auto", "cpu", "cuda") asks onnxruntime for CUDA on this machine."""
+    return providers == "cuda" or (providers == "auto" and CUDA in ort.get_available_providers())
+
+
 def _requested(options: EngineOptions) -> list[str | tuple[str, dict[str, str]]]:
     cuda = (CUDA, cuda_provider_options(options))
     if options.providers == "cpu":
         return [CPU]
-    if options.providers == "cuda" or CUDA in ort.get_available_providers():
+    if wants_cuda(options.providers):
         _preload_cuda_libraries()
         return [cuda, CPU]
     return [CPU]

@@ -71,8 +71,8 @@ def jpeg_scans(data: bytes) -> int:
     """How many FF DA (start of scan) markers `data` holds.
 
     numpy, not `data.count(b"\\xff\\xda")`: on a 100 KB photo 21 us instead of 113,
-    with the GIL held either way, and a lone upload was scanned twice per request
-    (`cheap_to_decode`, then `too_costly`) on the event loop.
+    with the GIL held either way; a lone upload is scanned twice per request
+    (`cheap_to_decode`, then `too_costly`), on the event loop.
     """
     octets = np.frombuffer(data, dtype=np.uint8)
     return int(np.count_nonzero((octets[:-1] == 0xFF) & (octets[1:] == 0xDA)))

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import onnxruntime as ort
-
+from service.engine import wants_cuda
 from service.execution import cpu_share
 
 MAX_AUTO_WORKERS = 4
-CUDA = "CUDAExecutionProvider"
 
 
 def resolve_workers(settings: Any) -> tuple[int, str]:
@@ -29,9 +27,7 @@ def resolve_workers(settings: Any) -> tuple[int, str]:
         return settings.workers, "set"
     if settings.model_control == "explicit":
         return 1, "auto: model_control=explicit needs one process"
-    if settings.providers == "cuda" or (
-        settings.providers == "auto" and CUDA in ort.get_available_providers()
-    ):
+    if wants_cuda(settings.providers):
         return 1, "auto: one process per GPU"
     cpus = cpu_share(1)
     workers = min(cpus, MAX_AUTO_WORKERS)

@@ -15,29 +15,19 @@ from service.execution import cpu_share
 from service.settings import Settings
 from service.worker_count import MAX_AUTO_WORKERS, resolve_workers
 from tests.service.hardening_support import children
-from tests.service.serving import DIGITS, ROOT, ServerProcess
+from tests.service.serving import DIGITS, ROOT, ServerProcess, settings
 
 SEVEN = (DIGITS.parents[2] / "tests" / "data" / "seven.png").read_bytes()
 EXPECTED = min(cpu_share(1), MAX_AUTO_WORKERS)
 
 
-def _settings(**values: object) -> Settings:
-    clean = {k: v for k, v in os.environ.items() if k.startswith("CONVSERVE_")}
-    for key in clean:
-        os.environ.pop(key)
-    try:
-        return Settings(**values)
-    finally:
-        os.environ.update(clean)
-
-
 def test_auto_is_one_worker_per_usable_cpu_on_the_cpu_and_one_where_one_must_be() -> None:
     assert Settings.model_fields["workers"].default == 0
-    assert resolve_workers(_settings(providers="cpu"))[0] == EXPECTED
-    assert resolve_workers(_settings(providers="cuda")) == (1, "auto: one process per GPU")
-    explicit = _settings(providers="cpu", model_control="explicit")
+    assert resolve_workers(settings(providers="cpu"))[0] == EXPECTED
+    assert resolve_workers(settings(providers="cuda")) == (1, "auto: one process per GPU")
+    explicit = settings(providers="cpu", model_control="explicit")
     assert resolve_workers(explicit)[0] == 1
-    assert resolve_workers(_settings(providers="cpu", workers=3)) == (3, "set")
+    assert resolve_workers(settings(providers="cpu", workers=3)) == (3, "set")
 
 
 def test_the_default_server_runs_one_worker_per_cpu_and_a_lone_request_may_use_them_all() -> None:
