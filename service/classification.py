@@ -12,6 +12,26 @@ import numpy as np
 
 from service.models import ServedModel
 
+# Up to this many classes the ranking is a Python sort: numpy's argsort releases and
+# retakes the GIL even for 3 values, and on a busy server the event loop then waits
+# for a decode thread to hand the GIL back before it can answer.
+PYTHON_SORT_MAX_CLASSES = 64
+
+
+def _rank_key(value: float) -> tuple[bool, float]:
+    """Highest first, NaN last: the order of a stable argsort of the negated row."""
+    return (value != value, 0.0 if value != value else -value)
+
+
+def top_indices(probabilities: np.ndarray, k: int) -> list[list[int]]:
+    """Per row, the indices of the `k` highest values, best first (ties: lower index first)."""
+    if probabilities.shape[1] > PYTHON_SORT_MAX_CLASSES:
+        return np.argsort(-probabilities, axis=1, kind="stable")[:, :k].tolist()
+    return [
+        sorted(range(len(row)), key=lambda j, row=row: _rank_key(row[j]))[:k]
+        for row in probabilities.tolist()
+    ]
+
 
 @dataclass(frozen=True)
 class Classification:
@@ -23,5 +43,4 @@ class Classification:
 
     def ranked(self) -> list[list[int]]:
         """Per image, the top_k class indices by probability (ties: the lower index first)."""
-        order = np.argsort(-self.probabilities, axis=1, kind="stable")
-        return order[:, : self.top_k].tolist()
+        return top_indices(self.probabilities, self.top_k)

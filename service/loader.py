@@ -21,6 +21,7 @@ from service.bundle import BundleError
 from service.engine import Engine, EngineOptions, batch_buckets
 from service.execution import cpu_share, fixed_from, tuning_alone
 from service.inference_thread import InferenceThread
+from service.memory import freeze_startup_objects
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
 from service.preprocess import ImageError, preprocess
@@ -143,7 +144,8 @@ def _warm(model: ServedModel, max_batch_size: int, samples: list[bytes] | None) 
 
 
 def warm_up(registry: Registry, max_batch_size: int) -> None:
-    """Every served model warmed up (blocking)."""
+    """Every served model warmed up (blocking); then what start-up built is frozen."""
     samples = _sample_files()
     for model in registry.all():
         warm_model(model, max_batch_size, samples)
+    log.debug("%d start-up objects frozen", freeze_startup_objects())

@@ -86,8 +86,33 @@ class _Enqueue(logging.handlers.QueueHandler):
         return record
 
 
+class _BatchingListener(logging.handlers.QueueListener):
+    """Wakes for the first record, then waits `linger` s and writes all that queued.
+
+    One wake-up per record cost a lone request ~0.35 ms at concurrency 1 (2 cores:
+    the writer thread took the GIL and a core just as the next request arrived);
+    a wake-up per `linger` costs nothing measurable. Lines are at most that late.
+    """
+
+    linger = 0.05
+
+    def _monitor(self) -> None:
+        while True:
+            records = [self.dequeue(True)]
+            time.sleep(self.linger)
+            while True:
+                try:
+                    records.append(self.dequeue(False))
+                except queue.Empty:
+                    break
+            for record in records:
+                if record is self._sentinel:
+                    return
+                self.handle(record)
+
+
 _queue: queue.SimpleQueue = queue.SimpleQueue()
-_writer = logging.handlers.QueueListener(_queue)  # its thread formats and writes
+_writer = _BatchingListener(_queue)  # its thread formats and writes
 
 
 def _start_writer(handler: logging.Handler) -> None:

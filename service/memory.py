@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import sys
 
@@ -60,3 +61,16 @@ def return_memory_to_the_os() -> bool:
     if not done:
         log.warning("could not tune malloc: memory after large requests may not be returned")
     return done
+
+
+def freeze_startup_objects() -> int:
+    """Move everything alive now (modules, the app, loaded models) out of the collector's
+    reach; returns how many objects that was.
+
+    Called once the models are warm. Under load (course CNN, concurrency 32) a full
+    collection walked those objects every ~5 s and held the event loop for ~28 ms
+    each time; frozen, they are never scanned again (they were never garbage).
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

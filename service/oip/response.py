@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.classification import top_indices
 from service.oip.codec import encode_bytes_tensor
 from service.oip.protocol import BYTES, FP32, HEADER_LENGTH, ProtocolError
 from service.oip.request import OutputRequest
@@ -34,12 +35,11 @@ def classify(probabilities: np.ndarray, count: int, labels: Sequence[str]) -> li
     Row-major, `min(count, classes)` strings per row.
     """
     top = min(count, probabilities.shape[1])
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
-    scores = np.take_along_axis(probabilities, order, axis=1)
+    rows = probabilities.tolist()
     return [
-        f"{score:f}:{index}:{labels[index]}"
-        for row_scores, row_order in zip(scores.tolist(), order.tolist(), strict=True)
-        for score, index in zip(row_scores, row_order, strict=True)
+        f"{row[index]:f}:{index}:{labels[index]}"
+        for row, row_order in zip(rows, top_indices(probabilities, top), strict=True)
+        for index in row_order
     ]
 
 
