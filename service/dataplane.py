@@ -76,6 +76,7 @@ class DataPlane:
         self._worker = InferenceThread(count=settings.inference_threads)
         # each of `workers` processes decodes on its share of the CPUs (+1, see Decoder)
         share = cpu_share(settings.workers)
+        self._one_cpu = share == 1  # fast models' uploads decode on the loop (lone_upload)
         self._decoder = Decoder(
             settings.decode_threads or min(share + 1, MAX_DEFAULT_DECODE_THREADS),
             max_pixels=settings.max_image_pixels,
@@ -215,6 +216,7 @@ class DataPlane:
         """What the lone-upload path may do now (service/lone_upload.py)."""
         return {
             "in_flight": self.state.in_flight,
+            "one_cpu": self._one_cpu,
             "loop_decode": self.settings.inline_decode_max_pixels > 0,
             "timeout_s": self.settings.request_timeout_s,
         }

@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import socket
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
 
 from service.batcher import Batcher, BatchObserver
+from service.execution import usable_cpus
 from service.inference_thread import InferenceThread
 from tests.service.serving import (
     LiveServer,
@@ -105,3 +108,43 @@ def test_alone_in_the_process_a_fast_model_runs_on_the_event_loop() -> None:
     expected = reference([photo])["probabilities"]
     got = np.array([[p["probability"] for p in answer.json()["predictions"][0]["top_k"]]])
     np.testing.assert_allclose(np.sort(got)[:, ::-1], np.sort(expected)[:, ::-1][:, :5], atol=1e-6)
+
+
+def _upload_beside_a_stalled_request(cfg) -> tuple[httpx.Response, int]:
+    """A photo posted while another request is in flight (its body stalled halfway):
+    the answer, and how many decode-pool threads the server started."""
+    photo = (Path(__file__).resolve().parents[2] / "benchmarks/data/photo-640x480.jpg").read_bytes()
+    with LiveServer(cfg) as live, live.client() as c:
+        dp = live.app.state.dataplane
+        with socket.create_connection(("127.0.0.1", live.port)) as stalled:
+            stalled.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 1000\r\n\r\n" + photo[:10]
+            )
+            deadline = time.monotonic() + 10
+            while dp.state.in_flight < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert dp.state.in_flight == 1
+            answer = c.post(
+                "/predict?top_k=10", content=photo, headers={"Content-Type": "image/jpeg"}
+            )
+            pool_threads = len(dp.decoder.pool._threads)
+    expected = reference([photo])["probabilities"]
+    got = answer_probabilities(answer.json())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    return answer, pool_threads
+
+
+def test_a_worker_with_one_cpu_serves_a_fast_models_uploads_on_its_loop_under_load() -> None:
+    """One worker per CPU (the default): a pool thread would only compete with the loop
+    for that CPU, so an upload is decoded on the loop even beside another request."""
+    answer, pool_threads = _upload_beside_a_stalled_request(settings(workers=usable_cpus()))
+    assert answer.status_code == 200 and pool_threads == 0
+
+
+def test_a_worker_with_cpus_to_spare_decodes_beside_other_requests_in_its_pool() -> None:
+    answer, pool_threads = _upload_beside_a_stalled_request(settings(workers=1))
+    if usable_cpus() == 1:
+        assert pool_threads == 0  # a one-CPU machine: this worker has one CPU too
+    else:
+        assert answer.status_code == 200 and pool_threads > 0
