@@ -71,11 +71,21 @@ def jpeg_scans(data: bytes) -> int:
     """How many FF DA (start of scan) markers `data` holds.
 
     numpy, not `data.count(b"\\xff\\xda")`: on a 100 KB photo 21 us instead of 113,
-    with the GIL held either way; a lone upload is scanned twice per request
-    (`cheap_to_decode`, then `too_costly`), on the event loop.
+    with the GIL held either way. An upload decoded on the event loop is asked
+    twice (`cheap_to_decode`, then `too_costly`): the last answer is kept, for
+    that same bytes object (held, so its identity cannot be reused meanwhile).
     """
+    global _last_scanned
+    last = _last_scanned
+    if last[0] is data:
+        return last[1]
     octets = np.frombuffer(data, dtype=np.uint8)
-    return int(np.count_nonzero((octets[:-1] == 0xFF) & (octets[1:] == 0xDA)))
+    count = int(np.count_nonzero((octets[:-1] == 0xFF) & (octets[1:] == 0xDA)))
+    _last_scanned = (data, count)
+    return count
+
+
+_last_scanned: tuple[bytes, int] = (b"", 0)
 
 
 def _png_chunks(data: bytes, stop: int) -> int:
