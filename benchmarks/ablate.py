@@ -8,6 +8,7 @@ knobs set explicitly (`--baseline-src . --baseline-env CONVSERVE_INTRA_OP_THREAD
 
     python -m benchmarks.ablate /tmp/no-alone --off alone      # no lone-upload path at all
     python -m benchmarks.ablate /tmp/no-loop --off on-loop     # lone uploads hop to the pool
+    python -m benchmarks.ablate /tmp/no-one-cpu --off one-cpu  # on the loop only when alone
     python -m benchmarks.ablate /tmp/no-multipart --off multipart
 """
 
@@ -24,7 +25,9 @@ SWITCHES = {
     "alone": ("service/lone_upload.py",
               "    batcher = model.batcher\n", "    return None\n"),
     "on-loop": ("service/lone_upload.py",
-                "    on_loop = in_flight", "    on_loop = False and in_flight"),
+                "    on_loop = (in_flight", "    on_loop = False and (in_flight"),
+    "one-cpu": ("service/lone_upload.py",  # a one-CPU worker's uploads on its loop under load
+                "(in_flight <= 1 or one_cpu)", "(in_flight <= 1)"),
     "mallopt": ("service/__main__.py",  # service/memory.py: 4 MiB mmap threshold, 2 arenas
                 "    return_memory_to_the_os()\n    if settings.workers == 1:",
                 "    if settings.workers == 1:"),

@@ -8,8 +8,8 @@ model is fast, an image within ALONE_MAX_* is decoded and run right on the
 event loop (no hop at all). A worker with one CPU's share (one worker per
 CPU, the default) serves every such upload on its loop, alone or not: its pool
 threads would only compete with the loop for that CPU, and each hop cost CPU
-(course CNN, 2 workers on 2 cores, concurrency 32: 2.49 -> 2.31 ms of CPU per
-request, 755 -> 819 images/s). The request waits for the pool job only until its
+(course CNN, 2 workers on 2 cores, concurrency 32: 2.59 -> 2.45 ms of CPU per
+request, 727 -> 782 images/s). The request waits for the pool job only until its
 deadline; the model never starts after that (service/lone_claim.py).
 """
 
