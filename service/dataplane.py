@@ -44,6 +44,7 @@ from service.loader import StartupError, warm_up
 from service.lone_upload import run_alone
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
+from service.peer_workers import PEER_WAIT_S, mark_warmed, wait_for_peers
 from service.server_state import ServerState
 from service.settings import Settings
 from service.visualize import filters_png
@@ -101,6 +102,8 @@ class DataPlane:
             self.state.to_failed(f"warm-up failed: {type(exc).__name__}: {exc}")
             log.exception("%s; staying unready", self.state.reason)
             return
+        mark_warmed()  # the server is ready when every worker is (service/peer_workers.py)
+        await wait_for_peers(self.settings.workers, PEER_WAIT_S)
         self.state.to_ready()
         if self.state.ready:
             log.info(

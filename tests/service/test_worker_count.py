@@ -34,6 +34,9 @@ def test_the_default_server_runs_one_worker_per_cpu_and_a_lone_request_may_use_t
     server = ServerProcess(env={"CONVSERVE_WORKERS": "0", "CONVSERVE_PROVIDERS": "cpu"})
     try:
         server.start(timeout=90)
+        # a probe lands on whichever worker accepts it: once one says ready, all do
+        probes = [httpx.get(f"{server.url}/readyz", timeout=10).status_code for _ in range(20)]
+        assert probes == [200] * 20, probes
         assert f"{EXPECTED} worker process(es) (auto: " in server.output
         deadline = time.monotonic() + 60
         while server.output.count("ready: digits/1") < EXPECTED:  # each worker warms up
