@@ -44,7 +44,7 @@ from service.loader import StartupError, warm_up
 from service.lone_upload import run_alone
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
-from service.peer_workers import PEER_WAIT_S, mark_warmed, wait_for_peers
+from service.peer_workers import PEER_WAIT_S, mark_warmed, track_peers, wait_for_peers
 from service.server_state import ServerState
 from service.settings import Settings
 from service.visualize import filters_png
@@ -74,6 +74,8 @@ class DataPlane:
     async def start(self) -> None:
         """Load every bundle and create its session (StartupError); warm up in the background."""
         settings = self.settings
+        if (peers := track_peers(settings.workers)) is not None:  # before the tuner runs
+            self.state.on_busy = peers.set_busy
         self._worker = InferenceThread(count=settings.inference_threads)
         # each of `workers` processes decodes on its share of the CPUs (+1, see Decoder)
         share = cpu_share(settings.workers)

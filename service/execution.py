@@ -21,6 +21,7 @@ try:
 except ImportError:  # not on POSIX: workers tune side by side
     fcntl = None
 
+from service import peer_workers
 from service.autotune import Choice, Fixed, MakeSession, Tuner
 from service.decoder import usable_cpus
 
@@ -72,7 +73,8 @@ def fixed_from(settings: Any) -> Fixed:
 
 
 class SoloOrBusy:
-    """Two sessions of one model: `solo` when no other run of it is in flight, else `busy`.
+    """Two sessions of one model: `solo` when no other run of it is in flight (and no other
+    worker of the server is busy: service/peer_workers.py), else `busy`.
 
     A lone request gets every core (say 2 intra-op threads); when batches overlap,
     each runs on one thread of its own, which on small machines serves more images.
@@ -95,7 +97,8 @@ class SoloOrBusy:
     def _run(self, solo_if_idle: bool, outputs: Any, feeds: Any, *args: Any) -> Any:
         with self._lock:
             self._active += 1
-            session = self.solo if solo_if_idle and self._active == 1 else self.busy
+            solo = solo_if_idle and self._active == 1 and peer_workers.others_idle()
+            session = self.solo if solo else self.busy
         try:
             return session.run(outputs, feeds, *args)
         finally:
@@ -148,7 +151,9 @@ def tune_session(
     session = tuner.session(s.intra_op_threads, s.intra_op_spinning)
     if s.solo_intra_op_threads is not None:
         solo = tuner.session(s.solo_intra_op_threads, s.solo_spinning)
-        session = SoloOrBusy(session, solo, solo_when_idle=s.inference_threads > 1)
+        # beside other workers, a batch too takes every CPU when none of them is busy
+        idle = s.inference_threads > 1 or peer_workers.tracking()
+        session = SoloOrBusy(session, solo, solo_when_idle=idle)
     log.info(
         "%s: %d caller(s) x %d intra-op thread(s)%s, batches of up to %d%s (%s, %.1f s)",
         label,

@@ -1,4 +1,4 @@
-"""The worker processes of one server become ready together.
+"""What the worker processes of one server tell each other: ready, and busy.
 
 Each worker has its own readiness, and a probe lands on whichever worker
 accepts it: with workers warming up one at a time (execution.tuning_alone), a
@@ -7,21 +7,39 @@ later. So a worker that has warmed up writes its pid to a file in the workers'
 shared directory (PROMETHEUS_MULTIPROC_DIR) and reports ready only once every
 worker has; pids of processes that are gone do not count (a worker that died is
 restarted and writes its own).
+
+Busy: a worker with one CPU's share may still run a lone request (or a batch)
+on every CPU (the tuner's solo session), but only while the other workers have
+nothing in flight: two workers each running two spinning threads on two cores
+served a compute-bound CNN at concurrency 2 at 64 requests/s where one worker
+served 101. Each worker sets a flag in a small file mapped by all of them
+(`PeerLoad`) when its first request arrives and clears it when its last leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import os
 import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: no shared flags, workers never run on every CPU
+    fcntl = None
 
 log = logging.getLogger("convserve.workers")
 
 WARMED_FILE = ".warmed"
 POLL_S = 0.05
 PEER_WAIT_S = 120.0  # workers warm up one at a time, each within seconds
+BUSY_FILE = ".busy"
+SLOTS = 64  # workers (restarts included) that can hold a slot at once
+IDLE_AFTER_MS = 100
+_FIELDS = 3  # pid, busy, last busy (ms)
+_WRAP = 1 << 31
 
 
 def _shared_dir() -> Path | None:
@@ -73,3 +91,89 @@ async def wait_for_peers(workers: int, timeout_s: float, shared: Path | None = N
             return False
         await asyncio.sleep(POLL_S)
     return True
+
+
+class PeerLoad:
+    """(pid, busy, when last busy) as int32 per worker in `BUSY_FILE`, mapped by every worker.
+
+    A slot is claimed under an flock: the first one that is free or whose pid is
+    gone. A worker without a slot (over SLOTS live ones) is never idle to the others.
+    "Idle" means not busy for IDLE_AFTER_MS: a worker whose only client sends a
+    request every few milliseconds is busy, not idle between two of them.
+    """
+
+    def __init__(self, shared: Path) -> None:
+        self._fd = os.open(shared / BUSY_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        size = SLOTS * _FIELDS * 4
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(self._fd).st_size < size:
+                os.ftruncate(self._fd, size)
+            self._map = mmap.mmap(self._fd, size)
+            self._ints = memoryview(self._map).cast("i")
+            self._slot = self._claim()
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _claim(self) -> int | None:
+        ints = self._ints
+        for slot in range(SLOTS):
+            pid = ints[_FIELDS * slot]
+            if pid == 0 or not _alive(pid):
+                base = _FIELDS * slot
+                ints[base], ints[base + 1], ints[base + 2] = os.getpid(), 0, 0
+                return slot
+        log.warning("no free slot in %s: the other workers never see this one idle", BUSY_FILE)
+        return None
+
+    @property
+    def slot(self) -> int | None:
+        return self._slot
+
+    def set_busy(self, busy: bool) -> None:
+        if self._slot is not None:
+            base = _FIELDS * self._slot
+            self._ints[base + 2] = _now_ms()  # on both edges: the last moment it was busy
+            self._ints[base + 1] = int(busy)
+
+    def others_idle(self) -> bool:
+        """No other live worker is busy, or was in the last IDLE_AFTER_MS."""
+        if self._slot is None:
+            return False
+        ints, now = self._ints, _now_ms()
+        for slot in range(SLOTS):
+            base = _FIELDS * slot
+            pid = ints[base]
+            if slot == self._slot or not pid:
+                continue
+            recent = ints[base + 1] or (now - ints[base + 2]) % _WRAP < IDLE_AFTER_MS
+            if recent and _alive(pid):
+                return False
+        return True
+
+
+def _now_ms() -> int:
+    """CLOCK_MONOTONIC (one clock for every process) in ms, wrapped into an int32."""
+    return int(time.monotonic() * 1000) % _WRAP
+
+
+_peers: PeerLoad | None = None
+
+
+def track_peers(workers: int) -> PeerLoad | None:
+    """This process's slot among `workers` > 1 workers sharing a directory; else None."""
+    global _peers
+    shared = _shared_dir()
+    if workers > 1 and shared is not None and fcntl is not None and _peers is None:
+        _peers = PeerLoad(shared)
+    return _peers
+
+
+def others_idle() -> bool:
+    """True when no other worker of this server is busy (always, with one worker)."""
+    return _peers is None or _peers.others_idle()
+
+
+def tracking() -> bool:
+    """Whether this process shares the machine with other workers it can see."""
+    return _peers is not None

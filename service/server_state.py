@@ -27,8 +27,20 @@ class ServerState:
     def __init__(self, on_ready: Callable[[bool], None] = lambda ready: None) -> None:
         self.phase = Phase.STARTING
         self.reason: str | None = None  # why warm-up failed
-        self.in_flight = 0  # counted by the front doors (RequestMiddleware, gRPC) for the drain
+        self._in_flight = 0  # counted by the front doors (RequestMiddleware, gRPC)
         self._on_ready = on_ready  # e.g. the convserve_ready gauge
+        self.on_busy: Callable[[bool], None] | None = None  # first in, last out (peer_workers)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests inside the server now (the drain waits for them)."""
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, count: int) -> None:
+        if self.on_busy is not None and (count > 0) != (self._in_flight > 0):
+            self.on_busy(count > 0)
+        self._in_flight = count
 
     @property
     def ready(self) -> bool:
