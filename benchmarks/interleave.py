@@ -16,15 +16,13 @@ A target is PORT or PORT:PATH (default path /predict).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 from pathlib import Path
 
+from benchmarks import wrk
 from benchmarks.photo import PHOTO
 
-REPO = Path(__file__).resolve().parent.parent
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -45,6 +43,7 @@ def server_pids(port: str) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far."""
     total = 0
     for pid in pids:
         try:
@@ -53,13 +52,6 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime + stime
     return total / _TICK
-
-
-def wrk_once(url: str, concurrency: int, seconds: int, env: dict[str, str]) -> dict:
-    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s",
-            "-s", str(REPO / "benchmarks/post.lua"), url]  # fmt: skip
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.split("WRKJSON ", 1)[1])
 
 
 def main() -> None:
@@ -72,18 +64,19 @@ def main() -> None:
     p.add_argument("--body", type=Path, default=PHOTO)
     p.add_argument("--content-type", default="image/jpeg")
     args = p.parse_args()
-    env = dict(os.environ, WRK_BODY=str(args.body), WRK_CONTENT_TYPE=args.content_type)
+    body = args.body.read_bytes()
     targets = [[*t.split(":", 1), "/predict"][:2] for t in args.targets]
     pids = {port: server_pids(port) for port, _ in targets}
     runs: dict[str, list[tuple[float, float, float]]] = {f"{p}{q}": [] for p, q in targets}
     for _ in range(args.rounds):
         for port, path in targets:
             before = cpu_seconds(pids[port])
-            raw = wrk_once(f"http://127.0.0.1:{port}{path}", args.concurrency, args.seconds, env)
+            url = f"http://127.0.0.1:{port}{path}"
+            run = wrk.run_wrk(url, body, args.content_type, concurrency=args.concurrency,
+                              duration=args.seconds, warmup=0)  # fmt: skip
             used = cpu_seconds(pids[port]) - before
-            n = max(raw["requests"], 1)
-            rps = raw["requests"] / raw["duration_us"] * 1e6
-            runs[f"{port}{path}"].append((rps, raw["p50_us"] / 1000, used / n * 1e6))
+            n = max(run["requests"], 1)
+            runs[f"{port}{path}"].append((run["requests_per_s"], run["p50_ms"], used / n * 1e6))
     for name, results in runs.items():
         rps, p50, cpu = zip(*results, strict=True)
         print(f"{name} ({len(pids[name.split('/')[0]])} processes) c={args.concurrency}: "

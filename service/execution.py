@@ -9,17 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-try:
-    import fcntl
-except ImportError:  # not on POSIX: workers tune side by side
-    fcntl = None
 
 from service import peer_workers
 from service.autotune import Choice, Fixed, MakeSession, Tuner
@@ -107,25 +99,6 @@ class SoloOrBusy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.busy, name)
-
-
-@contextmanager
-def tuning_alone() -> Iterator[None]:
-    """Worker processes of one server tune (and warm up) one at a time.
-
-    Timings taken while another worker times or warms up its own sessions measure
-    the machine shared, not the machine: two workers tuning together chose one
-    intra-op thread for a lone request where two were 35 % faster. The workers
-    share PROMETHEUS_MULTIPROC_DIR (service/__main__.py), so a lock file there
-    orders them (service/loader.py's warm_model holds it).
-    """
-    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not shared or fcntl is None:
-        yield
-        return
-    with open(Path(shared) / ".tuning.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        yield
 
 
 def tune_session(

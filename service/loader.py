@@ -19,11 +19,12 @@ from service import tracing
 from service.batcher import Batcher
 from service.bundle import BundleError
 from service.engine import Engine, EngineOptions, batch_buckets
-from service.execution import cpu_share, fixed_from, tuning_alone
+from service.execution import cpu_share, fixed_from
 from service.inference_thread import InferenceThread
 from service.memory import freeze_startup_objects
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
+from service.peer_workers import tuning_alone
 from service.preprocess import ImageError, preprocess
 from service.repository import BundleRef, discover
 from service.settings import Settings

@@ -1,7 +1,10 @@
-"""What the worker processes of one server tell each other: ready, and busy.
+"""What the worker processes of one server tell each other: tuning, ready, and busy.
+
+Tuning: workers tune (and warm up) one at a time, under a lock file
+(`tuning_alone`).
 
 Each worker has its own readiness, and a probe lands on whichever worker
-accepts it: with workers warming up one at a time (execution.tuning_alone), a
+accepts it: with workers warming up one at a time (`tuning_alone`), a
 pod answered /readyz 200 from the first worker and 503 from the next a moment
 later. So a worker that has warmed up writes its pid to a file in the workers'
 shared directory (PROMETHEUS_MULTIPROC_DIR) and reports ready only once every
@@ -23,15 +26,18 @@ import logging
 import mmap
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 try:
     import fcntl
-except ImportError:  # not on POSIX: no shared flags, workers never run on every CPU
+except ImportError:  # not on POSIX: workers tune side by side, no shared busy flags
     fcntl = None
 
 log = logging.getLogger("convserve.workers")
 
+TUNING_LOCK = ".tuning.lock"
 WARMED_FILE = ".warmed"
 POLL_S = 0.05
 PEER_WAIT_S = 120.0  # workers warm up one at a time, each within seconds
@@ -45,6 +51,25 @@ _WRAP = 1 << 31
 def _shared_dir() -> Path | None:
     shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     return Path(shared) if shared else None
+
+
+@contextmanager
+def tuning_alone() -> Iterator[None]:
+    """Worker processes of one server tune (and warm up) one at a time.
+
+    Timings taken while another worker times or warms up its own sessions measure
+    the machine shared, not the machine: two workers tuning together chose one
+    intra-op thread for a lone request where two were 35 % faster. The workers
+    share PROMETHEUS_MULTIPROC_DIR (service/__main__.py), so a lock file there
+    orders them (service/loader.py's warm_model holds it).
+    """
+    shared = _shared_dir()
+    if shared is None or fcntl is None:
+        yield
+        return
+    with open(shared / TUNING_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _alive(pid: int) -> bool:

@@ -8,7 +8,6 @@ means nothing. Both run as real processes over loopback; nothing is timed.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,21 +20,15 @@ import pytest
 
 from benchmarks import wrk
 from benchmarks.photo import PHOTO
-from tests.service.serving import reference
+from tests.service.serving import free_port, reference
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def bare() -> Iterator[str]:
     """The bare server, 1 worker, on the committed digits model; its port."""
-    port = str(_port())
+    port = str(free_port())
     env = {**os.environ, "BARE_MODEL": str(ROOT / "models/digits/1"), "BENCH_PORT": port}
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "benchmarks.bare_server:app", "--port", port,

@@ -60,7 +60,7 @@ def test_the_default_server_runs_one_worker_per_cpu_and_a_lone_request_may_use_t
 _HOLD = """
 import sys, time
 from pathlib import Path
-from service.execution import tuning_alone
+from service.peer_workers import tuning_alone
 with tuning_alone():
     start = time.monotonic()
     time.sleep(0.4)
