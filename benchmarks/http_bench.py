@@ -199,7 +199,7 @@ def measure_inprocess(args: argparse.Namespace, photo: bytes, form_list: list) -
         limits[n] = best
         report.log(
             f"in-process, {n} in flight: {best['images_per_s']:.1f} images/s "
-            f"(p50 of one decode + batch-1 run with {min(n, 64)} threads, "
+            f"(p50 of one decode + batch-1 run with {best['single']['concurrency']} threads, "
             f"{best['intra_op_threads']} intra-op: {best['p50_ms']} ms)"
         )
     del models
