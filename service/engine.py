@@ -220,6 +220,11 @@ class Engine:
         values = self.session.run(outputs, {self.input_name: batch})
         return dict(zip(outputs, values, strict=True))
 
+    def owns_the_machine(self) -> bool:
+        """A lone run now would have every CPU: the tuner chose a solo session and it is free."""
+        solo_free = getattr(self.session, "solo_free", None)
+        return solo_free is not None and solo_free()
+
     def run_alone(self, batch: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
         """`run` for a request served alone: on the tuner's solo session, if it chose one."""
         run = getattr(self.session, "run_alone", self.session.run)

@@ -86,6 +86,11 @@ class SoloOrBusy:
         """A request the data plane serves alone (nothing else of the model in flight)."""
         return self._run(True, outputs, feeds, *args)
 
+    def solo_free(self) -> bool:
+        """A `run_alone` now would get the solo session: nothing of this model runs here
+        and no other worker is busy."""
+        return self._active == 0 and peer_workers.others_idle()
+
     def _run(self, solo_if_idle: bool, outputs: Any, feeds: Any, *args: Any) -> Any:
         with self._lock:
             self._active += 1

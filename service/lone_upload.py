@@ -9,7 +9,10 @@ event loop (no hop at all). A worker with one CPU's share (one worker per
 CPU, the default) serves every such upload on its loop, alone or not: its pool
 threads would only compete with the loop for that CPU, and each hop cost CPU
 (course CNN, 2 workers on 2 cores, concurrency 32: 2.59 -> 2.45 ms of CPU per
-request, 727 -> 782 images/s). The request waits for the pool job only until its
+request, 727 -> 782 images/s). A slow model's lone upload also runs on the loop
+when its run would have every CPU anyway (the tuner's solo session, no other
+worker busy): the two hops cost more than the loop could do meanwhile (heavy224,
+c=1: p50 11.68 -> 11.07 ms). The request waits for the pool job only until its
 deadline; the model never starts after that (service/lone_claim.py).
 """
 
@@ -62,7 +65,10 @@ async def run_alone(
     batcher = model.batcher
     if len(blobs) != 1 or not batcher.idle() or tracing.enabled:
         return None  # traced: the batched path, whose decode/queue/batch spans tell all
-    on_loop = (in_flight <= 1 or one_cpu) and fast_alone(model) and loop_decode
+    on_loop = loop_decode and (
+        ((in_flight <= 1 or one_cpu) and fast_alone(model))
+        or (in_flight <= 1 and model.engine.owns_the_machine())
+    )
     if len(blobs[0]) <= INLINE_MAX_BYTES and not on_loop:
         return None  # tiny uploads decode inline, on the loop: the batched path is cheaper
     if any(n != PROBABILITIES_OUTPUT and n not in model.layers for n in outputs):

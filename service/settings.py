@@ -92,8 +92,8 @@ class Settings(BaseSettings):
         ge=0,
         description="a single small upload (<= 16 KiB, at most this many pixels) is decoded "
         "on the event loop, cheaper than a thread hop (so is one of up to 1 MiB / 1 MP for a "
-        "model timed under 1 ms, alone or in a worker with one CPU); 0 sends every image "
-        "to the pool",
+        "model timed under 1 ms, alone or in a worker with one CPU, or for any model alone "
+        "whose run gets every CPU); 0 sends every image to the pool",
     )
 
     # input limits
