@@ -221,6 +221,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "limit_concurrency": settings.max_connections,
         "h11_max_incomplete_event_size": settings.max_header_bytes,
     }
+    if settings.workers > 1:  # connections spread evenly over the workers
+        options["loop"] = "service.balanced_accept:new_event_loop"
     if BoundedHttpToolsProtocol is not None:
         # a partial, not a subclass made here: worker processes receive it pickled
         options["http"] = functools.partial(

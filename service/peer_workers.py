@@ -17,6 +17,10 @@ nothing in flight: two workers each running two spinning threads on two cores
 served a compute-bound CNN at concurrency 2 at 64 requests/s where one worker
 served 101. Each worker sets a flag in a small file mapped by all of them
 (`PeerLoad`) when its first request arrives and clears it when its last leaves.
+
+Connections: beside the flag each worker publishes how many connections it holds,
+so that a worker accepts a new one only while no other holds fewer
+(service/balanced_accept.py).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ PEER_WAIT_S = 120.0  # workers warm up one at a time, each within seconds
 BUSY_FILE = ".busy"
 SLOTS = 64  # workers (restarts included) that can hold a slot at once
 IDLE_AFTER_MS = 100
-_FIELDS = 3  # pid, busy, last busy (ms)
+_FIELDS = 4  # pid, busy, last busy (ms), open connections (-1: not accepting)
 _WRAP = 1 << 31
 
 
@@ -119,7 +123,8 @@ async def wait_for_peers(workers: int, timeout_s: float, shared: Path | None = N
 
 
 class PeerLoad:
-    """(pid, busy, when last busy) as int32 per worker in `BUSY_FILE`, mapped by every worker.
+    """(pid, busy, when last busy, connections) as int32 per worker in `BUSY_FILE`, mapped
+    by every worker.
 
     A slot is claimed under an flock: the first one that is free or whose pid is
     gone. A worker without a slot (over SLOTS live ones) is never idle to the others.
@@ -146,7 +151,8 @@ class PeerLoad:
             pid = ints[_FIELDS * slot]
             if pid == 0 or not _alive(pid):
                 base = _FIELDS * slot
-                ints[base], ints[base + 1], ints[base + 2] = os.getpid(), 0, 0
+                ints[base + 1], ints[base + 2], ints[base + 3] = 0, 0, -1
+                ints[base] = os.getpid()  # last: a peer never sees this pid with stale fields
                 return slot
         log.warning("no free slot in %s: the other workers never see this one idle", BUSY_FILE)
         return None
@@ -160,6 +166,23 @@ class PeerLoad:
             base = _FIELDS * self._slot
             self._ints[base + 2] = _now_ms()  # on both edges: the last moment it was busy
             self._ints[base + 1] = int(busy)
+
+    def set_connections(self, count: int) -> None:
+        """How many connections this worker holds (-1: it does not accept any)."""
+        if self._slot is not None:
+            self._ints[_FIELDS * self._slot + 3] = count
+
+    def fewest_peer_connections(self) -> int | None:
+        """The fewest connections any other live, accepting worker holds; None if none."""
+        ints, fewest = self._ints, None
+        for slot in range(SLOTS):
+            base = _FIELDS * slot
+            pid, count = ints[base], ints[base + 3]
+            if slot == self._slot or not pid or count < 0:
+                continue
+            if (fewest is None or count < fewest) and _alive(pid):
+                fewest = count
+        return fewest
 
     def others_idle(self) -> bool:
         """No other live worker is busy, or was in the last IDLE_AFTER_MS."""
@@ -191,6 +214,11 @@ def track_peers(workers: int) -> PeerLoad | None:
     shared = _shared_dir()
     if workers > 1 and shared is not None and fcntl is not None and _peers is None:
         _peers = PeerLoad(shared)
+    return _peers
+
+
+def current() -> PeerLoad | None:
+    """This process's slot, once `track_peers` gave it one."""
     return _peers
 
 
