@@ -9,6 +9,8 @@ knobs set explicitly (`--baseline-src . --baseline-env CONVSERVE_INTRA_OP_THREAD
     python -m benchmarks.ablate /tmp/no-alone --off alone      # no lone-upload path at all
     python -m benchmarks.ablate /tmp/no-loop --off on-loop     # lone uploads hop to the pool
     python -m benchmarks.ablate /tmp/no-one-cpu --off one-cpu  # on the loop only when alone
+    python -m benchmarks.ablate /tmp/no-solo-loop --off solo-loop  # slow models' lone uploads hop
+    python -m benchmarks.ablate /tmp/no-balance --off balanced-accept  # uvicorn's own accept
     python -m benchmarks.ablate /tmp/no-multipart --off multipart
 """
 
@@ -25,9 +27,15 @@ SWITCHES = {
     "alone": ("service/lone_upload.py",
               "    batcher = model.batcher\n", "    return None\n"),
     "on-loop": ("service/lone_upload.py",
-                "    on_loop = (in_flight", "    on_loop = False and (in_flight"),
+                "    on_loop = loop_decode and (", "    on_loop = False and ("),
     "one-cpu": ("service/lone_upload.py",  # a one-CPU worker's uploads on its loop under load
                 "(in_flight <= 1 or one_cpu)", "(in_flight <= 1)"),
+    "solo-loop": ("service/lone_upload.py",  # a slow model's lone upload on the loop
+                  "        or (in_flight <= 1 and model.engine.owns_the_machine())",
+                  "        or False"),
+    "balanced-accept": ("service/connection.py",  # workers take turns accepting
+                        '        options["loop"] = "service.balanced_accept:new_event_loop"',
+                        "        pass"),
     "mallopt": ("service/__main__.py",  # service/memory.py: 4 MiB mmap threshold, 2 arenas
                 "    return_memory_to_the_os()\n    if settings.workers == 1:",
                 "    if settings.workers == 1:"),

@@ -40,11 +40,11 @@ from service.image_limits import MAX_DEFAULT_DECODE_THREADS
 from service.inference_thread import InferenceThread
 from service.lifecycle import ModelControl
 from service.lifecycle.setup import open_repository
-from service.loader import StartupError, warm_up
+from service.loader import StartupError, warm_then_ready
 from service.lone_upload import run_alone
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
-from service.peer_workers import PEER_WAIT_S, mark_warmed, track_peers, wait_for_peers
+from service.peer_workers import track_peers
 from service.server_state import ServerState
 from service.settings import Settings
 from service.visualize import filters_png
@@ -94,24 +94,8 @@ class DataPlane:
             log.error("refusing to start: %s", exc)
             self._close_threads(wait=False)
             raise StartupError(str(exc)) from None
-        self.spawn(self._warm())
+        self.spawn(warm_then_ready(self.registry, self.state, self.settings))
         self.control.start()  # poll mode: follow model_dir from now on
-
-    async def _warm(self) -> None:
-        try:
-            await asyncio.to_thread(warm_up, self.registry, self.settings.max_batch_size)
-        except Exception as exc:  # e.g. out of GPU memory for the largest bucket
-            self.state.to_failed(f"warm-up failed: {type(exc).__name__}: {exc}")
-            log.exception("%s; staying unready", self.state.reason)
-            return
-        mark_warmed()  # the server is ready when every worker is (service/peer_workers.py)
-        await wait_for_peers(self.settings.workers, PEER_WAIT_S)
-        self.state.to_ready()
-        if self.state.ready:
-            log.info(
-                "ready: %s",
-                ", ".join(f"{m.name}/{m.version} on {m.provider}" for m in self.registry.all()),
-            )
 
     def spawn(self, coro) -> asyncio.Task:
         """A background task the data plane keeps a reference to until it ends."""

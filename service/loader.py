@@ -7,6 +7,7 @@ before the server reports ready, with one clear message.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from contextlib import suppress
@@ -24,9 +25,10 @@ from service.inference_thread import InferenceThread
 from service.memory import freeze_startup_objects
 from service.metrics import Metrics
 from service.models import Registry, ServedModel
-from service.peer_workers import tuning_alone
+from service.peer_workers import PEER_WAIT_S, mark_warmed, tuning_alone, wait_for_peers
 from service.preprocess import ImageError, preprocess
 from service.repository import BundleRef, discover
+from service.server_state import ServerState
 from service.settings import Settings
 
 log = logging.getLogger("convserve.loader")
@@ -150,3 +152,20 @@ def warm_up(registry: Registry, max_batch_size: int) -> None:
     for model in registry.all():
         warm_model(model, max_batch_size, samples)
     log.debug("%d start-up objects frozen", freeze_startup_objects())
+
+
+async def warm_then_ready(registry: Registry, state: ServerState, settings: Settings) -> None:
+    """Warm every model up off the loop, then turn ready once every worker has (a probe
+    lands on any worker: service/peer_workers.py); a failed warm-up stays unready."""
+    try:
+        await asyncio.to_thread(warm_up, registry, settings.max_batch_size)
+    except Exception as exc:  # e.g. out of GPU memory for the largest bucket
+        state.to_failed(f"warm-up failed: {type(exc).__name__}: {exc}")
+        log.exception("%s; staying unready", state.reason)
+        return
+    mark_warmed()
+    await wait_for_peers(settings.workers, PEER_WAIT_S)
+    state.to_ready()
+    if state.ready:
+        models = ", ".join(f"{m.name}/{m.version} on {m.provider}" for m in registry.all())
+        log.info("ready: %s", models)
