@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,33 +33,30 @@ sys.stdin.readline()
 """
 
 
-def _peer(shared: Path, connections: int) -> subprocess.Popen:
+@contextmanager
+def _peer(shared: Path, connections: int) -> Iterator[subprocess.Popen]:
     """Another worker that claims a slot, publishes a count and never accepts anything."""
     peer = subprocess.Popen([sys.executable, "-c", _PEER, str(shared), str(connections)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert peer.stdout.readline().strip() == "ready"
-    return peer
+    try:
+        assert peer.stdout.readline().strip() == "ready"
+        yield peer
+    finally:
+        peer.kill()
+        peer.wait()
 
 
 def test_the_fewest_connections_of_the_other_accepting_live_workers(tmp_path: Path) -> None:
     me = PeerLoad(tmp_path)
     assert me.fewest_peer_connections() is None  # alone
-    busy, light = _peer(tmp_path, 5), _peer(tmp_path, 2)
-    try:
+    with _peer(tmp_path, 5), _peer(tmp_path, 2) as light:
         me.set_connections(0)  # my own count never counts
         assert me.fewest_peer_connections() == 2
         light.kill()
         light.wait()
         assert me.fewest_peer_connections() == 5  # a dead worker does not count
-    finally:
-        busy.kill()
-        busy.wait()
-    not_listening = _peer(tmp_path, -1)
-    try:
+    with _peer(tmp_path, -1):
         assert me.fewest_peer_connections() is None  # one not accepting yet does not either
-    finally:
-        not_listening.kill()
-        not_listening.wait()
 
 
 async def _accept_one(peers: PeerLoad) -> tuple[float, int, int]:
@@ -116,12 +115,8 @@ def test_a_worker_with_more_connections_accepts_anyway_once_the_others_stay_stuc
     HOLD_BACK_MAX_S the connection is this worker's, not left waiting."""
     held = balanced_accept.BalancedServer.held
     monkeypatch.setattr(balanced_accept.BalancedServer, "held", lambda self: held(self) + 3)
-    stuck = _peer(tmp_path, 0)
-    try:
+    with _peer(tmp_path, 0):
         waited, while_open, after = _accept_one_balanced(peers)
-    finally:
-        stuck.kill()
-        stuck.wait()
     assert balanced_accept.HOLD_BACK_MAX_S <= waited < 1.0, waited  # stood aside, then took it
     assert (while_open, after) == (4, 3)  # +1 while open, back down when the client left
 
@@ -129,12 +124,8 @@ def test_a_worker_with_more_connections_accepts_anyway_once_the_others_stay_stuc
 def test_a_worker_with_fewer_connections_accepts_at_once_and_counts_them(
     peers: PeerLoad, tmp_path: Path
 ) -> None:
-    other = _peer(tmp_path, 2)
-    try:
+    with _peer(tmp_path, 2):
         waited, while_open, after = _accept_one_balanced(peers)
-    finally:
-        other.kill()
-        other.wait()
     assert waited < balanced_accept.HOLD_BACK_MAX_S and (while_open, after) == (1, 0)
 
 
