@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import select
 import socket
 import time
@@ -58,7 +59,7 @@ class BalancedServer:
     ) -> None:
         self._loop, self._sock, self._factory, self._peers = loop, sock, protocol_factory, peers
         self._ssl = ssl
-        self._warned = -RETRY_AFTER_ERROR_S - WARN_EVERY_S
+        self._warned = -math.inf  # when accept's last failure was logged
         self._open = 0  # connections made and not yet lost
         self._connecting = 0
         self._aside_since: float | None = None  # standing aside for a pending connection
@@ -106,7 +107,7 @@ class BalancedServer:
             if aside < HOLD_BACK_MAX_S:
                 self._pause(HOLD_BACK_S)  # that worker is busy for a while
                 return
-            log.debug("accepting after standing aside %.0f ms", (now - self._aside_since) * 1e3)
+            log.debug("accepting after standing aside %.0f ms", aside * 1e3)
         self._aside_since = None
         try:
             conn, _ = self._sock.accept()

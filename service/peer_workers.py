@@ -172,15 +172,21 @@ class PeerLoad:
         if self._slot is not None:
             self._ints[_FIELDS * self._slot + 3] = count
 
-    def fewest_peer_connections(self) -> int | None:
-        """The fewest connections any other live, accepting worker holds; None if none."""
-        ints, fewest = self._ints, None
+    def _others(self) -> Iterator[tuple[int, int]]:
+        """(pid, first field's index) of every slot another worker claimed; the pid may
+        be gone (ask `_alive` last: it is a system call)."""
+        ints = self._ints
         for slot in range(SLOTS):
             base = _FIELDS * slot
-            pid, count = ints[base], ints[base + 3]
-            if slot == self._slot or not pid or count < 0:
-                continue
-            if (fewest is None or count < fewest) and _alive(pid):
+            if slot != self._slot and (pid := ints[base]):
+                yield pid, base
+
+    def fewest_peer_connections(self) -> int | None:
+        """The fewest connections any other live, accepting worker holds; None if none."""
+        fewest = None
+        for pid, base in self._others():
+            count = self._ints[base + 3]
+            if count >= 0 and (fewest is None or count < fewest) and _alive(pid):
                 fewest = count
         return fewest
 
@@ -189,11 +195,7 @@ class PeerLoad:
         if self._slot is None:
             return False
         ints, now = self._ints, _now_ms()
-        for slot in range(SLOTS):
-            base = _FIELDS * slot
-            pid = ints[base]
-            if slot == self._slot or not pid:
-                continue
+        for pid, base in self._others():
             recent = ints[base + 1] or (now - ints[base + 2]) % _WRAP < IDLE_AFTER_MS
             if recent and _alive(pid):
                 return False

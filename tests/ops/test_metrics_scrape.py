@@ -22,6 +22,7 @@ from tests.ops.ops_support import (
     run_promtool,
     scraped_names,
 )
+from tests.service.hardening_support import worker_processes
 from tests.service.serving import DIGITS, LiveServer, ServerProcess
 
 SEVEN = (DIGITS.parents[2] / "tests" / "data" / "seven.png").read_bytes()
@@ -91,23 +92,6 @@ def test_one_process_exports_everything_the_monitoring_reads() -> None:
     assert requested.labels == {"providers": "cpu"}
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
-
-
 def _rss(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -128,8 +112,8 @@ def test_two_workers_export_process_metrics_for_both() -> None:
             with httpx.Client(timeout=30) as c:  # fresh connections: either worker answers
                 r = c.post(server.url + "/predict", content=SEVEN, headers=PNG)
                 assert r.status_code == 200
-        workers = [p for p in _children(server.proc.pid) if b"spawn_main" in _cmdline(p)]
-        assert len(workers) == 2, [_cmdline(p) for p in _children(server.proc.pid)]
+        workers = worker_processes(server.proc.pid)
+        assert len(workers) == 2, workers
         time.sleep(6)  # past one refresh period: every worker has written its readings
         with httpx.Client(timeout=10) as c:
             first = c.get(server.url + "/metrics").text

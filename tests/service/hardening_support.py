@@ -28,6 +28,11 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def worker_processes(pid: int) -> list[int]:
+    """uvicorn's worker processes among `pid`'s children (not multiprocessing's tracker)."""
+    return [p for p in children(pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

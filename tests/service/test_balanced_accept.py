@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from service import balanced_accept
-from service.peer_workers import PeerLoad
+from service.peer_workers import _FIELDS, PeerLoad
+from tests.service.hardening_support import worker_processes
 from tests.service.serving import ServerProcess
 
 pytestmark = pytest.mark.skipif(
@@ -73,7 +74,7 @@ async def _accept_one(peers: PeerLoad) -> tuple[float, int, int]:
 
     server = await loop.create_server(Hello, sock=listener)
     assert isinstance(server, balanced_accept.BalancedServer)
-    published = lambda: peers._ints[peers.slot * 4 + 3]  # noqa: E731
+    published = lambda: peers._ints[peers.slot * _FIELDS + 3]  # noqa: E731
     try:
         t0 = time.monotonic()
         _, writer = await asyncio.open_connection(*listener.getsockname())
@@ -129,19 +130,6 @@ def test_a_worker_with_fewer_connections_accepts_at_once_and_counts_them(
     assert waited < balanced_accept.HOLD_BACK_MAX_S and (while_open, after) == (1, 0)
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 def _established_per_process(port: int, pids: list[int]) -> dict[int, int]:
     """Connections to `port` (ESTABLISHED, server side) held by each of `pids`."""
     inodes = set()
@@ -168,8 +156,7 @@ def test_eight_connections_opened_at_once_land_four_on_each_of_two_workers() -> 
     server = ServerProcess(env={"CONVSERVE_WORKERS": "2"}).start(timeout=120)
     try:
         port = int(server.url.rsplit(":", 1)[1])
-        workers = _children(server.proc.pid)
-        workers = [p for p in workers if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        workers = worker_processes(server.proc.pid)
         assert len(workers) == 2, workers
         request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
         for _ in range(10):
