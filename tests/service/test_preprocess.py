@@ -13,6 +13,7 @@ from PIL import Image, ImageFile
 
 from service.bundle import InputSpec, Preprocessing
 from service.preprocess import (
+    _PER_PIXEL_SOURCE_MODES,
     ImageDecodeError,
     ImageError,
     ImageTooLargeError,
@@ -146,3 +147,50 @@ def test_unsupported_mode_for_the_model_is_a_decode_error() -> None:
     with pytest.raises(ImageDecodeError, match="mode 'LAB'"):
         preprocess(lab, gray, Preprocessing(), max_pixels=MAX_PIXELS)
     assert preprocess(lab, RGB, Preprocessing(), max_pixels=MAX_PIXELS).shape == (24, 40, 3)
+
+
+def _keras_order(img: Image.Image, spec: InputSpec, prep: Preprocessing) -> np.ndarray:
+    """load_img's own order: convert first, then resize (and crop)."""
+    keep = ("L", "I;16", "I") if spec.color_mode == "grayscale" else ()
+    mode = {"grayscale": "L", "rgb": "RGB", "rgba": "RGBA"}[spec.color_mode]
+    if img.mode not in keep and img.mode != mode:
+        img = img.convert(mode)
+    return to_model_array(img, spec, prep)
+
+
+@pytest.mark.parametrize("source_mode", sorted(_PER_PIXEL_SOURCE_MODES))
+@pytest.mark.parametrize("color_mode", ["grayscale", "rgb", "rgba"])
+@pytest.mark.parametrize("keep_aspect_ratio", [False, True])
+def test_nearest_resizes_before_converting_with_the_same_result(
+    source_mode: str, color_mode: str, keep_aspect_ratio: bool, monkeypatch
+) -> None:
+    """The reordered path (resize, then convert the smaller image) against Keras' order,
+    bit for bit, on noise (every pixel differs from its neighbours), down and up; a
+    downscaled image is converted at the target size only."""
+    converted: list[tuple[int, int]] = []
+    convert = Image.Image.convert
+
+    def recording_convert(im: Image.Image, *args, **kwargs) -> Image.Image:
+        converted.append(im.size)
+        return convert(im, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", recording_convert)
+    rng = np.random.default_rng(len(source_mode) * 7 + len(color_mode))
+    prep = Preprocessing(
+        rescale=1 / 255, interpolation="nearest", keep_aspect_ratio=keep_aspect_ratio
+    )
+    channels = {"grayscale": 1, "rgb": 3, "rgba": 4}[color_mode]
+    spec = InputSpec(height=23, width=37, channels=channels, color_mode=color_mode)
+    for size in [(211, 97), (64, 480), (37, 23), (12, 9)]:
+        bands = len(Image.new(source_mode, (1, 1)).getbands())
+        noise = rng.integers(0, 256, (size[1], size[0], bands), dtype=np.uint8)
+        img = Image.frombytes(source_mode, size, noise.tobytes())
+        if source_mode in ("P", "PA"):
+            img.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
+        expected = _keras_order(img.copy(), spec, prep)
+        converted.clear()
+        got = to_model_array(img, spec, prep)
+        if size[0] * size[1] > 23 * 37:
+            assert all(s == (37, 23) for s in converted), converted
+        assert got.dtype == expected.dtype == np.float32
+        assert np.array_equal(got, expected), (source_mode, color_mode, size)
