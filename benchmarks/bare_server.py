@@ -51,8 +51,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         try:
             probs = _model.run(_model.preprocess(body)[None])[0]
             best = int(probs.argmax())
-            answer = {"label": _model.bundle.classes[best], "probability": float(probs[best])}
-            out = json.dumps(answer).encode()
+            top = {"label": _model.bundle.classes[best], "probability": float(probs[best])}
+            out = json.dumps({"predictions": [top]}).encode()  # the shape the benchmarks check
         except Exception as exc:  # a reference, not a product: any failure is a 400
             status, out = 400, json.dumps({"error": str(exc)}).encode()
     await send({"type": "http.response.start", "status": status, "headers": _HEADERS})

@@ -6,6 +6,9 @@ at each concurrency, it measures over loopback from a separate client process:
 - convserve (`python -m service`, dynamic batching),
 - the plain FastAPI + onnxruntime server (benchmarks/plain_server.py) with 1 and
   2 uvicorn workers,
+- on request (`--targets ...,bare`), benchmarks/bare_server.py with a worker per
+  CPU: no framework, no middleware, the service's preprocessing and one run per
+  request, raw bodies only (what any Python server on uvicorn costs at least),
 
 and, in the same run, the in-process limit (benchmarks/inprocess.py). Each
 images/s is printed with its ratio to that limit.
@@ -29,11 +32,14 @@ import httpx
 from benchmarks import http_table, inprocess, loadgen, report, servers, wrk
 from benchmarks.photo import PHOTO
 from service.bundle import read_bundle
+from service.decoder import usable_cpus
 
 REPO = Path(__file__).resolve().parent.parent
 # convserve: its defaults (workers auto: one per CPU); convserve1 / convserve2: --workers 1 / 2;
 # baseline: convserve from --baseline-src (an older checkout) and/or --baseline-env
-TARGETS = ("convserve", "convserve1", "convserve2", "baseline", "plain1", "plain2")
+TARGETS = ("convserve", "convserve1", "convserve2", "baseline", "plain1", "plain2", "bare")
+# bare_server.py takes one raw image per request: it is measured on the raw form only
+RAW_ONLY = ("bare",)
 DEFAULT_TARGETS = ("convserve", "plain1", "plain2")
 INPROCESS_MAX_BATCH = 32  # the in-process limit's batch when --max-batch leaves convserve's default
 
@@ -163,6 +169,10 @@ def drive(
     )
 
 
+def measured(target: str, form: str) -> bool:
+    return form == "raw" or target not in RAW_ONLY
+
+
 def check_answer(url: str, body: bytes, ctype: str, images: int) -> None:
     """One request before measuring: a benchmark of error responses would be worthless."""
     r = httpx.post(url, content=body, headers={"Content-Type": ctype}, timeout=60)
@@ -237,6 +247,8 @@ def start(target: str, args: argparse.Namespace):
             only_model_root(args.model, args.logdir), read_bundle(args.model).name,
             logdir=args.logdir, env=env, name=target, src=src.resolve(),
         )  # fmt: skip
+    if target == "bare":  # as many workers as convserve's default: one per CPU
+        return servers.bare(args.model, workers=usable_cpus(), logdir=args.logdir)
     workers = int(target.removeprefix("plain"))
     return servers.plain(
         args.model, workers=workers, logdir=args.logdir, intra_op_threads=args.threads or 0
@@ -265,15 +277,16 @@ def run(args: argparse.Namespace, command: str) -> dict:
             urls[target] = f"{server.url}/predict" + (
                 f"?model={name}" if target.startswith(("convserve", "baseline")) else ""
             )
-            for _, body, ctype, images in form_list:
-                check_answer(urls[target], body, ctype, images)
+            for form, body, ctype, images in form_list:
+                if measured(target, form):
+                    check_answer(urls[target], body, ctype, images)
         for rep in range(args.repeat):
             limits = measure_inprocess(args, photo, form_list)
             data["inprocess_runs"].append({str(k): v for k, v in limits.items()})
             report.write_json(args.out, data)
             for form, body, ctype, images in form_list:
                 for conc in args.concurrency:
-                    for target in args.targets:
+                    for target in (t for t in args.targets if measured(t, form)):
                         r = servers.with_cpu(
                             lambda t=target, b=body, ct=ctype, c=conc, n=images: drive(
                                 args, urls[t], b, ct, c, n, pids[t]

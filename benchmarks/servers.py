@@ -136,27 +136,29 @@ def plain(
     timeout: float = 120.0,
 ) -> contextlib.AbstractContextManager[Server]:
     """benchmarks/plain_server.py under uvicorn with `workers` processes, no access log."""
-    port = free_port()
     env = {
         "PLAIN_MODEL": str(Path(bundle_dir).resolve()),
         "PLAIN_INTRA_OP_THREADS": str(intra_op_threads),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "benchmarks.plain_server:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    return _started(f"plain-{workers}w", cmd, env, port, "/healthz", logdir, timeout)
+    app = "benchmarks.plain_server:app"
+    return _uvicorn(app, f"plain-{workers}w", env, workers, logdir, timeout)
+
+
+def bare(
+    bundle_dir: Path, *, workers: int, logdir: Path, timeout: float = 120.0
+) -> contextlib.AbstractContextManager[Server]:
+    """benchmarks/bare_server.py (no framework: the leanest Python server) under uvicorn."""
+    env = {"BARE_MODEL": str(Path(bundle_dir).resolve())}
+    return _uvicorn("benchmarks.bare_server:app", f"bare-{workers}w", env, workers, logdir, timeout)
+
+
+def _uvicorn(
+    app: str, name: str, env: dict[str, str], workers: int, logdir: Path, timeout: float
+) -> contextlib.AbstractContextManager[Server]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+           "--workers", str(workers), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    return _started(name, cmd, env, port, "/healthz", logdir, timeout)
 
 
 def tree_cpu_seconds(pid: int) -> float | None:

@@ -4,13 +4,14 @@ For digits (32x32 grayscale, tiny), course256 (the course's 256x256 grayscale
 CNN, decode-bound) and heavy224 (224x224x3, five conv blocks, compute-bound),
 each built by a script here and exported with the project's own `export`, it
 runs `http_bench` (convserve at its defaults and with 1 worker, the plain
-server with 1 and 2 workers, and the in-process limit) with raw JPEG bodies and
+server with 1 and 2 workers, the bare ASGI server on raw bodies, and the
+in-process limit) with raw JPEG bodies and
 multipart bodies of 8 photos at concurrency 1, 2, 8, 32, 64 (2 on two cores is
 where oversubscribed threads show); writes everything to one JSON and regenerates
 the tables (results .md, README.md and benchmarks/README.md between their
 `speed-table` markers) from it.
 
-    python -m benchmarks.suite --out benchmarks/results/suite-2core.json   # ~11 min, 2 cores
+    python -m benchmarks.suite --out benchmarks/results/suite-2core.json   # ~45 min, 2 cores
     python -m benchmarks.suite --render benchmarks/results/suite-2core.json  # tables only
     python -m benchmarks.suite --quick --out /tmp/suite.json                 # ~2 min smoke run
 """
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def bench_argv(model: str, args: argparse.Namespace) -> list[str]:
     duration, warmup = TIMING[model]
     argv = ["--model", str(bundle(model)), "--batch", "8", "--concurrency", "1,2,8,32,64",
-            "--targets", "convserve,convserve1,plain1,plain2", "--repeat", str(args.repeat),
+            "--targets", "convserve,convserve1,plain1,plain2,bare", "--repeat", str(args.repeat),
             "--duration", str(duration), "--warmup", str(warmup),
             "--server-env", "CONVSERVE_LOG_LEVEL=info"]  # fmt: skip
     if args.quick:

@@ -10,9 +10,10 @@ from benchmarks import report
 REPO = Path(__file__).resolve().parent.parent
 READMES = (REPO / "README.md", REPO / "benchmarks" / "README.md")
 START, END = "<!-- speed-table:start -->", "<!-- speed-table:end -->"
-SERVERS = ("convserve", "convserve1", "plain1", "plain2")
+SERVERS = ("convserve", "convserve1", "plain1", "plain2", "bare")
 HEADERS = ["model", "form", "conc", "convserve img/s", "÷ limit", "1 worker", "plain 1w",
-           "plain 2w", "limit", "p50 ms: convserve", "plain 1w", "in-process"]  # fmt: skip
+           "plain 2w", "bare", "limit", "p50 ms: convserve", "plain 1w", "bare",
+           "in-process"]  # fmt: skip
 
 
 def _points(run: dict) -> dict[tuple[str, str, int], dict]:
@@ -41,7 +42,7 @@ def rows(data: dict) -> list[list[object]]:
             ours = got["convserve"]
             limit = _limit(run, conc, ours["images_per_request"] if ours else 1)
             lim = limit.get("images_per_s")
-            p50 = [got[s]["p50_ms"] if got[s] else None for s in ("convserve", "plain1")]
+            p50 = [got[s]["p50_ms"] if got[s] else None for s in ("convserve", "plain1", "bare")]
             out.append([model, form, conc, _img(ours), _div(_img(ours), lim),
                         *(_img(got[s]) for s in SERVERS[1:]), lim, *p50,
                         single if form == "raw" and conc == 1 else None])  # fmt: skip
@@ -63,16 +64,23 @@ def targets(data: dict) -> list[str]:
             ratio = _div(_img(ours), _limit(run, 32, n).get("images_per_s"))
             plain = [_img(pts.get((s, form, 32))) or 0 for s in ("plain1", "plain2")]
             vs_plain = _div(_img(ours), max(plain))
-            lines.append(f"{model}, {form}, c=32: {_fmt(ratio)} of the limit "
-                         f"{_mark(ratio, 0.9)}; {_fmt(vs_plain)}x the best plain "
-                         f"{_mark(vs_plain, 1.0)}")  # fmt: skip
+            line = (f"{model}, {form}, c=32: {_fmt(ratio)} of the limit {_mark(ratio, 0.9)}; "
+                    f"{_fmt(vs_plain)}x the best plain {_mark(vs_plain, 1.0)}")  # fmt: skip
+            if bare := _img(pts.get(("bare", form, 32))):
+                bare_ratio = _div(bare, _limit(run, 32, n).get("images_per_s"))
+                line += (f"; the bare server {_fmt(bare_ratio)} of the limit, "
+                         f"convserve {_fmt(_div(_img(ours), bare))}x it")  # fmt: skip
+            lines.append(line)
         ours, plain = pts.get(("convserve", "raw", 1)), pts.get(("plain1", "raw", 1))
         if ours and plain and single is not None and ours["p50_ms"] is not None:
             extra = ours["p50_ms"] - single
             ok = "met" if ours["p50_ms"] <= plain["p50_ms"] and extra <= 0.5 else "MISSED"
+            bare = pts.get(("bare", "raw", 1))
             lines.append(f"{model}, raw, c=1: p50 {ours['p50_ms']:.2f} ms; plain 1w "
                          f"{plain['p50_ms']:.2f} ms; in-process single image {single:.2f} ms "
-                         f"({extra:+.2f}) ({ok})")  # fmt: skip
+                         f"({extra:+.2f}) ({ok})"
+                         + (f"; the bare server {bare['p50_ms']:.2f} ms "
+                            f"({bare['p50_ms'] - single:+.2f})" if bare else ""))  # fmt: skip
     return lines
 
 

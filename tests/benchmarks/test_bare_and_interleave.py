@@ -52,6 +52,7 @@ def bare() -> Iterator[str]:
 def test_the_bare_server_answers_what_onnxruntime_answers(bare: str) -> None:
     photo = PHOTO.read_bytes()
     answer = httpx.post(f"http://127.0.0.1:{bare}/predict", content=photo, timeout=30).json()
+    (answer,) = answer["predictions"]
     expected = reference([photo])["probabilities"][0]
     assert answer["label"] == str(int(np.argmax(expected)))
     assert answer["probability"] == pytest.approx(float(expected.max()), abs=1e-6)

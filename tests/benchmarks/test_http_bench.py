@@ -1,7 +1,7 @@
 """benchmarks/http_bench.py runs end to end on CPU in a tiny configuration.
 
-It starts convserve and the plain FastAPI reference (1 and 2 workers) as real
-subprocesses and drives them over loopback; the test checks the run completes
+It starts convserve, the plain FastAPI reference (1 and 2 workers) and the bare
+ASGI server as real subprocesses and drives them over loopback; the test checks the run completes
 and reports every point with no errors, never how fast anything was.
 """
 
@@ -31,12 +31,13 @@ def run_bench(tmp_path: Path, *extra: str) -> dict:
 
 
 def test_all_targets_both_forms(tmp_path: Path) -> None:
-    data = run_bench(tmp_path, "--repeat", "2")
+    data = run_bench(tmp_path, "--repeat", "2", "--targets", "convserve,plain1,plain2,bare")
     seen = {(r["target"], r["form"]) for r in data["results"]}
     assert len(data["results"]) == 2 * len(seen) and len(data["inprocess_runs"]) == 2
     assert len(data["summary"]) == len(seen) and {r["repeats"] for r in data["summary"]} == {2}
     forms = {"raw", "multipart x2"}
-    assert seen == {(t, f) for t in ("convserve", "plain1", "plain2") for f in forms}
+    both = {(t, f) for t in ("convserve", "plain1", "plain2") for f in forms}
+    assert seen == both | {("bare", "raw")}  # the bare server takes raw bodies only
     for r in data["results"]:
         assert r["errors_total"] == 0 and r["responses_total"] > 0, r
     assert set(data["inprocess"]) == {"2", "4"}  # images in flight: 2x1 and 2x2

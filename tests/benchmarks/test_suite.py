@@ -26,7 +26,8 @@ def point(target: str, form: str, conc: int, images: float, p50: float, per: int
 def fake_run() -> dict:
     summary = [point("convserve", "raw", 1, 300.0, 3.0), point("plain1", "raw", 1, 250.0, 3.5),
                point("convserve", "raw", 32, 950.0, 30.0), point("plain1", "raw", 32, 700.0, 40.0),
-               point("plain2", "raw", 32, 800.0, 38.0),
+               point("plain2", "raw", 32, 800.0, 38.0), point("bare", "raw", 1, 330.0, 2.9),
+               point("bare", "raw", 32, 1000.0, 28.0),
                point("convserve", "multipart x8", 32, 800.0, 300.0, 8)]  # fmt: skip
     inprocess = {"1": {"images_per_s": 350.0, "p50_ms": 2.8}, "32": {"images_per_s": 1000.0},
                  "256": {"images_per_s": 1000.0}}  # fmt: skip
@@ -43,13 +44,21 @@ def fake_suite() -> dict:
 
 def test_targets_are_read_off_the_run() -> None:
     lines = suite_table.targets(fake_suite())
-    assert "digits, raw, c=32: 0.95 of the limit (met); 1.19x the best plain (met)" in lines
+    assert (
+        "digits, raw, c=32: 0.95 of the limit (met); 1.19x the best plain (met); "
+        "the bare server 1.00 of the limit, convserve 0.95x it" in lines
+    )
     assert any(
         line.startswith("digits, multipart x8, c=32: 0.80 of the limit (MISSED") for line in lines
     )
     assert any(
-        "raw, c=1: p50 3.00 ms; plain 1w 3.50 ms" in line and "(met)" in line for line in lines
+        "raw, c=1: p50 3.00 ms; plain 1w 3.50 ms" in line
+        and "(met); the bare server 2.90 ms (+0.10)" in line
+        for line in lines
     )
+    rows = {(r[1], r[2]): r for r in suite_table.rows(fake_suite())}
+    assert rows[("raw", 32)][8] == 1000.0  # the bare column
+    assert rows[("multipart x8", 32)][8] is None  # bare takes raw bodies only
 
 
 def test_readme_block_is_replaced_between_markers(tmp_path: Path) -> None:
