@@ -12,32 +12,31 @@ An item larger than `max_batch_size` is split into chunks and reassembled in
 order. A failing batch fails only its own items. `pad_to` may round a batch
 up with zero rows (to sizes the model has already run; their outputs are
 dropped). Packing, padding and slicing are `Batch`'s (service/batch.py); this
-module decides what runs together and when. Packing and all inference run in the `InferenceThread`
-(service/inference_thread.py; by default ONE thread; `max_concurrent`
-batches may run at once when it has more, like Triton's instance count),
-never on the event loop; everything else here runs on the event loop and
-needs no locks.
+module decides what runs together and when, and `BatchRunner`
+(service/batch_runner.py) runs it: packing and all inference in the
+`InferenceThread` (service/inference_thread.py; by default ONE thread;
+`max_concurrent` batches may run at once when it has more, like Triton's
+instance count), never on the event loop. Everything here runs on the event
+loop and needs no locks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 
 import numpy as np
 
 from service import tracing
-from service.batch import Batch, PackBuffers, chunks, join
+from service.batch import Batch, chunks, join
+from service.batch_runner import BatchFailed, BatchObserver, BatchRunner, Item, RunFn
 from service.inference_thread import InferenceThread
 
-log = logging.getLogger("convserve.batcher")
-
-RunFn = Callable[[np.ndarray, list[str]], dict[str, np.ndarray]]
+# the scheduler's vocabulary for its callers (BatchFailed and BatchObserver live with the runner)
+__all__ = ["BatchFailed", "BatchObserver", "Batcher", "DeadlineExceeded", "QueueFull", "RunFn"]
 
 
 class QueueFull(Exception):
@@ -46,31 +45,6 @@ class QueueFull(Exception):
 
 class DeadlineExceeded(Exception):
     """The request's deadline passed before its rows were computed."""
-
-
-class BatchFailed(Exception):
-    """`run` raised for the batch this request was part of."""
-
-
-@dataclass
-class BatchObserver:
-    """Hooks for metrics; the defaults do nothing."""
-
-    on_batch: Callable[[int, float], None] = lambda size, seconds: None
-    on_queue_wait: Callable[[float], None] = lambda seconds: None
-    on_queue_depth: Callable[[int], None] = lambda rows: None
-    on_padding: Callable[[int], None] = lambda rows: None
-
-
-@dataclass(eq=False)
-class _Item:
-    array: np.ndarray
-    outputs: Sequence[str]
-    future: asyncio.Future
-    enqueued: float
-    pending: bool = True
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    span: object | None = field(default=None, repr=False)  # the request's, when tracing
 
 
 class Batcher:
@@ -89,7 +63,6 @@ class Batcher:
         pad_to: Callable[[int], int] = lambda rows: rows,
         tracer: tracing.BatchTracer | None = None,
     ) -> None:
-        self._run = run
         self._tracer = tracer  # queue-wait and batch spans (service/tracing.py); None: off
         self._pad_to = pad_to  # batch size to run `rows` rows at (e.g. a warmed-up size)
         self._worker = worker
@@ -98,13 +71,13 @@ class Batcher:
         self.max_queue = max_queue
         self.max_concurrent = max_concurrent  # batches of this model running at once
         self._observer = observer or BatchObserver()
-        self._pending: deque[_Item] = deque()
+        self._pending: deque[Item] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._running = 0
         self.queued_rows = 0
         self.incoming = 0  # requests announced (decoding) but not yet submitted
-        self._buffers = PackBuffers()  # what the inference threads pack batches into
+        self._runner = BatchRunner(run, worker, self._observer, tracer, self._batch_done)
 
     # ---- arrivals -------------------------------------------------------
     def announce(self) -> None:
@@ -192,8 +165,8 @@ class Batcher:
         array: np.ndarray,
         outputs: Sequence[str],
         deadline: float,
-    ) -> _Item:
-        item = _Item(array, outputs, loop.create_future(), time.monotonic())
+    ) -> Item:
+        item = Item(array, outputs, loop.create_future(), time.monotonic())
         if self._tracer is not None:
             item.span = tracing.current_span()
         item.timer = loop.call_at(loop.time() + (deadline - item.enqueued), self._expire, item)
@@ -202,7 +175,7 @@ class Batcher:
         self._maybe_dispatch()
         return item
 
-    def _abandon(self, item: _Item) -> None:
+    def _abandon(self, item: Item) -> None:
         """Nobody waits for `item` any more: still queued, it frees its place now and is
         skipped at dispatch; already in a running batch, its rows' answer is dropped."""
         if not item.future.done():
@@ -213,7 +186,7 @@ class Batcher:
             item.pending = False
             self._queued(-len(item.array))
 
-    def _expire(self, item: _Item) -> None:
+    def _expire(self, item: Item) -> None:
         if item.future.done():
             return
         if item.pending:  # still queued: free its place now, skip it at dispatch
@@ -264,7 +237,7 @@ class Batcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        items: list[_Item] = []
+        items: list[Item] = []
         rows = 0
         now = time.monotonic()
         while self._pending:
@@ -287,56 +260,10 @@ class Batcher:
         outputs = list(dict.fromkeys(name for item in items for name in item.outputs))
         batch = Batch([item.array for item in items], self._pad_to(rows))
         self._running += 1
-        self._worker.submit(self._execute, self._loop, items, batch, outputs)
+        self._runner.start(self._loop, items, batch, outputs)
 
-    def _execute(
-        self, loop: asyncio.AbstractEventLoop, items: list[_Item], batch: Batch, outputs: list[str]
-    ) -> None:
-        """Runs in the inference thread; hands the results back to the loop."""
-        start = time.perf_counter()
-        padded = 0  # zero rows that really ran
-        try:
-            array = batch.pack(self._buffers)  # ValueError: rows of different shapes
-            padded = batch.padding
-            if self._tracer is None:
-                result, error = self._run(array, outputs), None
-            else:
-                with self._tracer.batch([i.span for i in items], batch.rows, len(array)):
-                    result, error = self._run(array, outputs), None
-            batch.check(result)
-        except Exception as exc:  # also rows of different shapes: fail these, keep serving
-            result, error = None, exc
-        elapsed = time.perf_counter() - start
-        with suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
-            loop.call_soon_threadsafe(self._finish, items, batch, result, error, padded, elapsed)
-
-    def _finish(
-        self,
-        items: list[_Item],
-        batch: Batch,
-        result: dict[str, np.ndarray] | None,
-        error: Exception | None,
-        padded: int,
-        elapsed: float,
-    ) -> None:
+    def _batch_done(self) -> None:
         self._running -= 1
-        self._observer.on_batch(batch.rows, elapsed)
-        if padded:
-            self._observer.on_padding(padded)
-        answers = batch.split(result, [item.outputs for item in items]) if error is None else None
-        for i, item in enumerate(items):
-            if item.timer is not None:
-                item.timer.cancel()
-            if item.future.done():
-                continue
-            if answers is None:
-                item.future.set_exception(
-                    BatchFailed(f"inference failed: {type(error).__name__}: {error}")
-                )
-            else:
-                item.future.set_result(answers[i])
-        if error is not None:
-            log.error("a batch of %d rows failed: %r", batch.rows, error)
         self._maybe_dispatch()
 
     async def drain(self, poll_s: float = 0.01) -> None:
