@@ -56,7 +56,12 @@ class Item:
 
 
 class BatchRunner:
-    """Runs batches on `worker`; `on_done()` on the loop after each one's answers are out."""
+    """Runs batches on `worker`; `done()` on the loop after each one's answers are out.
+
+    `done` comes with each batch, not at construction: the scheduler owns this runner,
+    and a runner holding the scheduler's bound method would make a reference cycle that
+    keeps an unloaded model's session alive until the cyclic collector runs.
+    """
 
     def __init__(
         self,
@@ -64,22 +69,30 @@ class BatchRunner:
         worker: InferenceThread,
         observer: BatchObserver,
         tracer: tracing.BatchTracer | None,
-        on_done: Callable[[], None],
     ) -> None:
         self._run = run
         self._worker = worker
         self._observer = observer
         self._tracer = tracer
-        self._on_done = on_done
         self._buffers = PackBuffers()  # what the inference threads pack batches into
 
     def start(
-        self, loop: asyncio.AbstractEventLoop, items: list[Item], batch: Batch, outputs: list[str]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        items: list[Item],
+        batch: Batch,
+        outputs: list[str],
+        done: Callable[[], None],
     ) -> None:
-        self._worker.submit(self._execute, loop, items, batch, outputs)
+        self._worker.submit(self._execute, loop, items, batch, outputs, done)
 
     def _execute(
-        self, loop: asyncio.AbstractEventLoop, items: list[Item], batch: Batch, outputs: list[str]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        items: list[Item],
+        batch: Batch,
+        outputs: list[str],
+        done: Callable[[], None],
     ) -> None:
         """Runs in the inference thread; hands the results back to the loop."""
         start = time.perf_counter()
@@ -97,7 +110,9 @@ class BatchRunner:
             result, error = None, exc
         elapsed = time.perf_counter() - start
         with suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
-            loop.call_soon_threadsafe(self._finish, items, batch, result, error, padded, elapsed)
+            loop.call_soon_threadsafe(
+                self._finish, items, batch, result, error, padded, elapsed, done
+            )
 
     def _finish(
         self,
@@ -107,6 +122,7 @@ class BatchRunner:
         error: Exception | None,
         padded: int,
         elapsed: float,
+        done: Callable[[], None],
     ) -> None:
         self._observer.on_batch(batch.rows, elapsed)
         if padded:
@@ -125,4 +141,4 @@ class BatchRunner:
                 item.future.set_result(answers[i])
         if error is not None:
             log.error("a batch of %d rows failed: %r", batch.rows, error)
-        self._on_done()
+        done()

@@ -7,8 +7,10 @@ The batcher knows nothing of onnxruntime, so a deterministic numpy function
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -354,3 +356,22 @@ def test_rows_of_different_shapes_fail_their_batch_only(worker: InferenceThread)
         np.testing.assert_array_equal(out["y"], rows(14))
 
     asyncio.run(main())
+
+
+def test_a_batcher_that_ran_is_freed_by_reference_counting(worker: InferenceThread) -> None:
+    """An unloaded model's session is freed when the last reference goes (the lifecycle
+    watches a weak reference): the scheduler and its runner must not form a cycle that
+    only the cyclic collector would break."""
+    model = Model()
+
+    async def main() -> weakref.ref:
+        batcher = make(model, worker)
+        await batcher.submit(rows(1.0), ["probabilities"], far())
+        return weakref.ref(batcher)
+
+    gc.disable()
+    try:
+        gone = asyncio.run(main())
+        assert gone() is None
+    finally:
+        gc.enable()
