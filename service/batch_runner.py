@@ -1,8 +1,8 @@
 """One batch of queued requests through the model, and its answers back to them.
 
-The scheduler (service/batcher.py) decides what runs together and when; this
-module runs what it chose: packs the rows in the `InferenceThread` (never on
-the event loop), calls `run(batch, outputs)`, and hands each request its own
+The scheduler (service/batcher.py) decides what runs together and when, and
+submits `execute` to its `InferenceThread` (never the event loop); this module
+runs what it chose: packs the rows, calls `run(batch, outputs)`, and hands each request its own
 rows of the result on the loop, or `BatchFailed` when the run raised (only the
 requests in that batch fail). A request that stopped waiting meanwhile (its
 deadline, its client gone) is skipped; its rows' answer is dropped.
@@ -21,7 +21,6 @@ import numpy as np
 
 from service import tracing
 from service.batch import Batch, PackBuffers
-from service.inference_thread import InferenceThread
 
 log = logging.getLogger("convserve.batcher")
 
@@ -56,7 +55,8 @@ class Item:
 
 
 class BatchRunner:
-    """Runs batches on `worker`; `done()` on the loop after each one's answers are out.
+    """`execute` runs a batch (in the thread that calls it: the scheduler's inference
+    thread); `done()` on the loop after its answers are out.
 
     `done` comes with each batch, not at construction: the scheduler owns this runner,
     and a runner holding the scheduler's bound method would make a reference cycle that
@@ -66,27 +66,15 @@ class BatchRunner:
     def __init__(
         self,
         run: RunFn,
-        worker: InferenceThread,
         observer: BatchObserver,
         tracer: tracing.BatchTracer | None,
     ) -> None:
         self._run = run
-        self._worker = worker
         self._observer = observer
         self._tracer = tracer
         self._buffers = PackBuffers()  # what the inference threads pack batches into
 
-    def start(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        items: list[Item],
-        batch: Batch,
-        outputs: list[str],
-        done: Callable[[], None],
-    ) -> None:
-        self._worker.submit(self._execute, loop, items, batch, outputs, done)
-
-    def _execute(
+    def execute(
         self,
         loop: asyncio.AbstractEventLoop,
         items: list[Item],

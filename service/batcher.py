@@ -77,7 +77,7 @@ class Batcher:
         self._running = 0
         self.queued_rows = 0
         self.incoming = 0  # requests announced (decoding) but not yet submitted
-        self._runner = BatchRunner(run, worker, self._observer, tracer)
+        self._runner = BatchRunner(run, self._observer, tracer)
 
     # ---- arrivals -------------------------------------------------------
     def announce(self) -> None:
@@ -260,7 +260,9 @@ class Batcher:
         outputs = list(dict.fromkeys(name for item in items for name in item.outputs))
         batch = Batch([item.array for item in items], self._pad_to(rows))
         self._running += 1
-        self._runner.start(self._loop, items, batch, outputs, self._batch_done)
+        self._worker.submit(
+            self._runner.execute, self._loop, items, batch, outputs, self._batch_done
+        )
 
     def _batch_done(self) -> None:
         self._running -= 1
