@@ -24,7 +24,8 @@ import asyncio
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import uvloop
@@ -63,10 +64,17 @@ def _timed(fn: Callable, before: str, after: str) -> Callable:
     return wrapper
 
 
-def instrument() -> None:
-    """Time the decode and the model run where the request path calls them."""
-    decoder.preprocess = _timed(decoder.preprocess, "decode0", "decode1")
-    Engine.run_alone = _timed(Engine.run_alone, "run0", "run1")
+@contextmanager
+def instrumented() -> Iterator[None]:
+    """Time the decode and the model run where the request path calls them, and put
+    both back afterwards (a caller in the same process, a test, gets them unwrapped)."""
+    preprocess, run_alone = decoder.preprocess, Engine.run_alone
+    decoder.preprocess = _timed(preprocess, "decode0", "decode1")
+    Engine.run_alone = _timed(run_alone, "run0", "run1")
+    try:
+        yield
+    finally:
+        decoder.preprocess, Engine.run_alone = preprocess, run_alone
 
 
 def _scope(body: bytes) -> dict:
@@ -160,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--out", type=Path, help="JSON with the stages")
     args = p.parse_args(argv)
-    instrument()
-    result = uvloop.run(measure(args.model, args.requests, args.log_level))
+    with instrumented():
+        result = uvloop.run(measure(args.model, args.requests, args.log_level))
     result["machine"] = report.machine()
     report.write_json(args.out, result)
     print(table(result))

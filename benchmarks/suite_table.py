@@ -61,14 +61,14 @@ def targets(data: dict) -> list[str]:
             if not ours:
                 continue
             n = ours["images_per_request"]
-            ratio = _div(_img(ours), _limit(run, 32, n).get("images_per_s"))
+            limit = _limit(run, 32, n).get("images_per_s")
+            ratio = _div(_img(ours), limit)
             plain = [_img(pts.get((s, form, 32))) or 0 for s in ("plain1", "plain2")]
             vs_plain = _div(_img(ours), max(plain))
             line = (f"{model}, {form}, c=32: {_fmt(ratio)} of the limit {_mark(ratio, 0.9)}; "
                     f"{_fmt(vs_plain)}x the best plain {_mark(vs_plain, 1.0)}")  # fmt: skip
             if bare := _img(pts.get(("bare", form, 32))):
-                bare_ratio = _div(bare, _limit(run, 32, n).get("images_per_s"))
-                line += (f"; the bare server {_fmt(bare_ratio)} of the limit, "
+                line += (f"; the bare server {_fmt(_div(bare, limit))} of the limit, "
                          f"convserve {_fmt(_div(_img(ours), bare))}x it")  # fmt: skip
             lines.append(line)
         ours, plain = pts.get(("convserve", "raw", 1)), pts.get(("plain1", "raw", 1))

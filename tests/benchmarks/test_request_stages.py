@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 from benchmarks import request_stages
+from service import decoder
+from service.engine import Engine
 
 
 def test_every_stage_is_timed_on_real_requests(tmp_path: Path, capsys) -> None:
@@ -22,3 +24,10 @@ def test_every_stage_is_timed_on_real_requests(tmp_path: Path, capsys) -> None:
     assert all(us > 0 for us in stages.values()), stages  # each mark came after the one before
     assert stages["decode (preprocess)"] + stages["model run"] < result["total_us"]
     assert "of which not decode or run" in capsys.readouterr().out
+
+
+def test_the_timing_wrappers_are_put_back() -> None:
+    before = decoder.preprocess, Engine.run_alone
+    with request_stages.instrumented():
+        assert (decoder.preprocess, Engine.run_alone) != before
+    assert (decoder.preprocess, Engine.run_alone) == before
