@@ -372,6 +372,11 @@ def test_a_batcher_that_ran_is_freed_by_reference_counting(worker: InferenceThre
     gc.disable()
     try:
         gone = asyncio.run(main())
+        # the answer reaches the loop before the inference thread drops the finished job
+        # (whose arguments hold the batcher): wait until the thread has taken the next one
+        idle = threading.Event()
+        worker.submit(idle.set)
+        assert idle.wait(10)
         assert gone() is None
     finally:
         gc.enable()
