@@ -1,14 +1,15 @@
 """POST /predict: images in, labels and probabilities out (the main endpoint).
 
-Hand-built JSON and a plain `Request` parameter keep FastAPI's validation and
-response-model machinery off the hot path; the parameters are still described
-in the OpenAPI document.
+A plain `Request` parameter and an answer serialized by orjson keep FastAPI's
+validation and response-model machinery off the hot path; the parameters are
+still described in the OpenAPI document. orjson, not json.dumps: 0.5 instead
+of 10 us for a ten-class answer, and a NaN probability (a broken model) is
+written as null, which every JSON parser reads, not as NaN, which is not JSON.
 """
 
 from __future__ import annotations
 
-import json
-
+import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
@@ -96,7 +97,7 @@ def predictions_json(result: Classification, filenames: list) -> bytes:
         "model": {"name": result.model.name, "version": result.model.version},
         "predictions": predictions,
     }
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return orjson.dumps(doc)
 
 
 @router.post(
