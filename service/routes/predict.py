@@ -97,7 +97,21 @@ def predictions_json(result: Classification, filenames: list) -> bytes:
         "model": {"name": result.model.name, "version": result.model.version},
         "predictions": predictions,
     }
-    return orjson.dumps(doc)
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # a lone surrogate ("\ud800" in a JSON body's filename) is not UTF-8
+        return orjson.dumps(_unicode(doc))
+
+
+def _unicode(value: object) -> object:
+    """`value` with each lone surrogate in its strings replaced by U+FFFD (rare: slow path)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {key: _unicode(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unicode(item) for item in value]
+    return value
 
 
 @router.post(

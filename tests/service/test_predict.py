@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx
 import numpy as np
@@ -48,6 +49,16 @@ def test_json_base64_instances(client: httpx.Client) -> None:
     assert [p["filename"] for p in predictions] == [None, None, None]
     expected = reference([d for _, d in images])["probabilities"]
     np.testing.assert_allclose(answer_probabilities(r.json()), expected, rtol=0, atol=1e-6)
+
+
+def test_a_json_filename_with_a_lone_surrogate_is_answered(client: httpx.Client) -> None:
+    """JSON may escape a lone surrogate; the answer must still be written (it was a 500)."""
+    _, data = distinct_label_images(1)[0]
+    instance = {"b64": base64.b64encode(data).decode(), "filename": "x\ud800.png"}
+    body = json.dumps({"instances": [instance]})  # ASCII: the surrogate as the escape \ud800
+    r = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["filename"] == "x\ufffd\ufffd\ufffd.png"
 
 
 @pytest.mark.parametrize("k", [1, 3, 10])

@@ -60,3 +60,13 @@ def test_a_nan_probability_is_null_not_the_non_json_nan() -> None:
         {"label": "b", "probability": 0.25},
         {"label": "a", "probability": None},
     ]
+
+
+def test_a_filename_with_a_lone_surrogate_is_echoed_as_valid_text() -> None:
+    """A JSON body may escape one ("\\ud800"); orjson refuses to write it: not a 500."""
+    probs = np.array([[0.75, 0.25]], np.float32)
+    body = predictions_json(Classification(_model(["a", "b"]), probs, 1), ["x\ud800.png"])
+    answer = json.loads(body)["predictions"][0]
+    assert answer["filename"].startswith("x") and answer["filename"].endswith(".png")
+    assert "\ud800" not in answer["filename"] and "\ufffd" in answer["filename"]
+    assert answer["label"] == "a" and answer["probability"] == 0.75
