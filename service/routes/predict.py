@@ -104,7 +104,8 @@ def predictions_json(result: Classification, filenames: list) -> bytes:
 
 
 def _unicode(value: object) -> object:
-    """`value` with each lone surrogate in its strings replaced by U+FFFD (rare: slow path)."""
+    """`value` with each lone surrogate in its strings replaced by U+FFFD, one per byte of
+    its UTF-8 form (rare: the slow path)."""
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if isinstance(value, dict):
