@@ -23,7 +23,7 @@ _ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 9} | {
 }
 
 
-def _escaped(value: object) -> object:
+def escaped(value: object) -> object:
     if isinstance(value, str | BaseException):
         return str(value).translate(_ESCAPES)
     return value
@@ -39,9 +39,9 @@ class TextFormatter(logging.Formatter):
         if record.args:
             record = copy.copy(record)  # other handlers see the record as it was
             if isinstance(record.args, dict):
-                record.args = {k: _escaped(v) for k, v in record.args.items()}
+                record.args = {k: escaped(v) for k, v in record.args.items()}
             else:
-                record.args = tuple(_escaped(v) for v in record.args)
+                record.args = tuple(escaped(v) for v in record.args)
         return super().format(record)
 
 
@@ -105,14 +105,61 @@ class _BatchingListener(logging.handlers.QueueListener):
                     records.append(self.dequeue(False))
                 except queue.Empty:
                     break
+            lines: list[str] = []  # rendered access lines, written together
             for record in records:
                 if record is self._sentinel:
+                    self._write(lines)
                     return
-                self.handle(record)
+                line = self._render(record)
+                if line is not None:
+                    lines.append(line)
+                    continue
+                self._write(lines)
+                lines = []
+                self.handle(record if isinstance(record, logging.LogRecord) else record.record())
+            self._write(lines)
+
+    def _render(self, item: object) -> str | None:
+        """An access line (service/access_log.py) as text, when the one handler is a
+        stream handler whose formatter the line knows; None otherwise."""
+        render = getattr(item, "render", None)
+        if render is None or len(self.handlers) != 1:
+            return None
+        handler = self.handlers[0]
+        if type(handler) is not logging.StreamHandler or handler.level > logging.INFO:
+            return None
+        return render(handler.formatter)
+
+    def _write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        handler = self.handlers[0]
+        try:
+            with handler.lock:  # type: ignore[union-attr]
+                handler.stream.write("".join(line + handler.terminator for line in lines))
+                handler.flush()
+        except (OSError, ValueError):  # stderr closed or gone: as logging's handleError
+            pass
 
 
 _queue: queue.SimpleQueue = queue.SimpleQueue()
 _writer = _BatchingListener(_queue)  # its thread formats and writes
+_enqueue: _Enqueue | None = None  # the handler configure_logging installed last
+
+
+def enqueue_directly(logger: logging.Logger, item: object) -> bool:
+    """Queue `item` (something with `render` and `record`) for the writer thread if
+    `logger`'s records would reach nothing but it: no filter on `logger`, no handler on
+    the way but convserve's own. False: the caller logs the usual way."""
+    if logger.filters or logger.disabled:
+        return False
+    node: logging.Logger | None = logger
+    while node is not None and not node.handlers and node.propagate:
+        node = node.parent  # type: ignore[assignment]
+    if node is None or node.propagate or _enqueue is None or node.handlers != [_enqueue]:
+        return False
+    _queue.put(item)
+    return True
 
 
 def _start_writer(handler: logging.Handler) -> None:
@@ -138,7 +185,8 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
     else:
         handler.setFormatter(TextFormatter())
     _start_writer(handler)
-    enqueue = _Enqueue(_queue)
+    global _enqueue
+    enqueue = _enqueue = _Enqueue(_queue)
     for name in ("convserve", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [enqueue] if name != "uvicorn.error" else []

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import tracing
+from service.access_log import log_access
 from service.connection import BODY_TIMED_OUT
 from service.errors import Draining, error_response, render
 from service.metrics import Metrics
@@ -173,26 +174,7 @@ class RequestMiddleware:
             method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.requests.labels(label, method, str(status)).inc()
             self.metrics.latency.labels(label).observe(elapsed)
-            if log.isEnabledFor(logging.INFO):
-                client = scope.get("client")
-                log.info(
-                    "%s %s %s %d %.1fms id=%s",
-                    client[0] if client else "-",
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    elapsed * 1000,
-                    request_id,
-                    extra={
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "route": label,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "client": client[0] if client else None,
-                    },
-                )
+            log_access(scope, status, elapsed, request_id, label)
             if trace is not None:  # after the log line, which carries its trace id
                 tracing.end_request(trace, status, label)
 
