@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import Any
 
 import onnxruntime
 from prometheus_client import (
@@ -54,6 +55,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "convserve_requests",
             "requests (HTTP, and gRPC calls as their REST twin) by route, method and status",
@@ -158,6 +160,20 @@ class Metrics:
             1
         )
         process_metrics.install(r, multiprocess=multiprocess_dir() is not None)
+
+    def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request (HTTP or gRPC) in the request counter and the latency
+        histogram. The label children are looked up once per route, method and status
+        (a few of each), not twice per request."""
+        series = self._request_series.get((route, method, status))
+        if series is None:
+            count, latency = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+            )
+            series = self._request_series[route, method, status] = (count, latency)
+        series[0].inc()
+        series[1].observe(seconds)
 
     def observer(self, model: str, version: str) -> BatchObserver:
         """Batch hooks bound to one model's label children (resolved once, not per call)."""

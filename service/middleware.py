@@ -172,8 +172,7 @@ class RequestMiddleware:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            self.metrics.requests.labels(label, method, str(status)).inc()
-            self.metrics.latency.labels(label).observe(elapsed)
+            self.metrics.request_done(label, method, status, elapsed)
             log_access(scope, status, elapsed, request_id, label)
             if trace is not None:  # after the log line, which carries its trace id
                 tracing.end_request(trace, status, label)

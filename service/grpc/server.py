@@ -87,8 +87,7 @@ def _cancelled_status(context: grpc.aio.ServicerContext) -> int:
 
 def _record(metrics: Metrics, route: str, method: str, status: int, started: float) -> None:
     """One finished call in the request counter and latency histogram HTTP uses."""
-    metrics.requests.labels(route, method, str(status)).inc()
-    metrics.latency.labels(route).observe(time.perf_counter() - started)
+    metrics.request_done(route, method, status, time.perf_counter() - started)
 
 
 def _rpc(method: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
