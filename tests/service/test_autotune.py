@@ -195,3 +195,19 @@ def test_with_one_caller_only_lone_uploads_take_the_solo_session() -> None:
     pair = SoloOrBusy(busy, solo, solo_when_idle=False)
     assert pair.run([], {}) == "busy"  # a batch from the queue
     assert pair.run_alone([], {}) == "solo"  # an upload the data plane serves alone
+
+
+@pytest.mark.parametrize(
+    ("cost", "callers", "chosen"),
+    [
+        ({1: 13.89, 2: 14.17}, 1, 1),  # heavy224: batching costs 2 % per image
+        ({1: 13.89, 2: 13.95, 4: 14.5}, 1, 2),  # within the noise: fewer round trips
+        ({1: 0.30, 2: 0.20, 4: 0.15, 8: 0.12, 16: 0.118}, 1, 16),
+        ({1: 0.30, 2: 0.20, 4: 0.15, 8: 0.12, 16: 0.118}, 2, 8),  # several: the smallest near
+        ({1: 1.0, 2: 1.04, 4: 1.2}, 2, 1),
+    ],
+)
+def test_the_batch_size_is_the_cheapest_per_image(
+    cost: dict[int, float], callers: int, chosen: int
+) -> None:
+    assert autotune.pick_batch(cost, callers) == chosen
