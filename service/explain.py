@@ -93,6 +93,11 @@ def plan(
     stride = default_stride(window) if stride is None else stride
     if stride < 1:
         raise ExplainError(f"stride must be at least 1 pixel, not {stride}")
+    if stride > window:  # pixels between patches would have no score (NaN in the map)
+        raise ExplainError(
+            f"stride {stride} is larger than the window {window}: pixels between the "
+            "patches would get no score; use a stride of at most the window"
+        )
     result = Plan(
         height,
         width,

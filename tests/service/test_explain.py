@@ -34,6 +34,7 @@ def test_the_last_patch_touches_the_far_edge() -> None:
         (33, None, "larger than the image"),
         (0, None, "at least 1"),
         (8, 0, "stride must be at least 1"),
+        (8, 9, "stride 9 is larger than the window 8"),
         (1, 1, "1024 occluded images; the limit is 1000"),
     ],
 )

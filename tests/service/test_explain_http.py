@@ -218,3 +218,14 @@ def test_kserve_v1_explain_errors(client: httpx.Client) -> None:
     )
     assert r.status_code == 422 and "2048 occluded images" in r.json()["error"]
     assert client.post("/v1/models/nope:explain", json=one).status_code == 404
+
+
+def test_a_stride_past_the_window_is_refused(client: httpx.Client) -> None:
+    """It left the pixels between patches without a score: NaN in the map, and a JSON
+    answer with bare NaN tokens that strict parsers refuse."""
+    data = (DATA / "zero.png").read_bytes()
+    r = client.post("/explain?format=json&window=8&stride=12", content=data, headers=PNG)
+    assert r.status_code == 422, r.text[:200]
+    assert "stride 12 is larger than the window 8" in r.json()["error"]["message"]
+    fine = explain_json(client, data, "&window=8&stride=8")  # touching patches: all scored
+    assert np.isfinite(np.array(fine["heatmap"])).all()
