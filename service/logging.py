@@ -128,7 +128,10 @@ class _BatchingListener(logging.handlers.QueueListener):
         handler = self.handlers[0]
         if type(handler) is not logging.StreamHandler or handler.level > logging.INFO:
             return None
-        return render(handler.formatter)
+        try:
+            return render(handler.formatter)
+        except Exception:  # never the writer thread's end: logging's own path reports it
+            return None
 
     def _write(self, lines: list[str]) -> None:
         if not lines:

@@ -126,3 +126,21 @@ def test_enqueue_directly_only_when_nothing_else_listens(
     finally:
         parent.propagate = False
     configure_logging("text", "info")
+
+
+def test_a_line_that_cannot_be_rendered_still_arrives(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing render must not end the writer thread (every later line would be lost)."""
+    configure_logging("text", "info")
+
+    def broken(self: AccessLine, formatter: logging.Formatter | None) -> str | None:
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(AccessLine, "render", broken)
+    log_access({"client": None, "method": "GET", "path": "/broken-mark"}, 200, 0.002, "r4", "-")
+    (line,) = _wait_for(capfd, "broken-mark")
+    assert line.endswith("- GET /broken-mark 200 2.0ms id=r4")
+    monkeypatch.undo()
+    log_access({"client": None, "method": "GET", "path": "/after-mark"}, 200, 0.002, "r5", "-")
+    assert _wait_for(capfd, "after-mark")
