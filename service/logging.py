@@ -10,6 +10,7 @@ import logging.handlers
 import queue
 import sys
 import time
+from typing import TextIO
 
 from service import tracing
 
@@ -126,7 +127,7 @@ class _BatchingListener(logging.handlers.QueueListener):
         if render is None or len(self.handlers) != 1:
             return None
         handler = self.handlers[0]
-        if type(handler) is not logging.StreamHandler or handler.level > logging.INFO:
+        if type(handler) is not _Stderr or handler.level > logging.INFO:
             return None
         try:
             return render(handler.formatter)
@@ -143,6 +144,23 @@ class _BatchingListener(logging.handlers.QueueListener):
                 handler.flush()
         except (OSError, ValueError):  # stderr closed or gone: as logging's handleError
             pass
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is at each write, not as it was at configure time: a
+    test runner swaps it per test and closes the old one (the writer then printed "I/O
+    operation on closed file" for the later tests' lines, and lost them)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass  # StreamHandler.__init__ and setStream assign it
 
 
 _queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -182,7 +200,7 @@ def configure_logging(fmt: str = "text", level: str = "info") -> None:
     logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -47,3 +48,15 @@ def test_arguments_are_still_escaped(capfd: pytest.CaptureFixture[str]) -> None:
     logging.getLogger("convserve.test").info("writer-test %s", "forged\nsecond line")
     (line,) = wait_for(capfd, 1)
     assert line.endswith("writer-test forged\\x0asecond line")
+
+
+def test_lines_go_to_stderr_as_it_is_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test runner swaps sys.stderr per test and closes the old one: the writer follows."""
+    configure_logging("text", "info")
+    swapped = io.StringIO()
+    monkeypatch.setattr("sys.stderr", swapped)
+    logging.getLogger("convserve.test").info("writer-test swapped")
+    deadline = time.monotonic() + 10
+    while "writer-test swapped" not in swapped.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "writer-test swapped" in swapped.getvalue()
