@@ -11,6 +11,11 @@ environment names the port (CONVSERVE_PORT=, or BENCH_PORT= for the others).
     python -m benchmarks.interleave --body /tmp/mp8.body --content-type 'multipart/...' 9001
 
 A target is PORT or PORT:PATH (default path /predict).
+
+Start convserve targets with CONVSERVE_GRPC_PORT=0 (two servers cannot both
+take gRPC's 8001: the second stops) and one after the other: servers started
+together tune their execution shape on the same CPUs at once, measure each
+other, and may choose differently than alone.
 """
 
 from __future__ import annotations
