@@ -24,7 +24,8 @@ from service.logging import JSONFormatter, TextFormatter, enqueue_directly, esca
 
 log = logging.getLogger("convserve.access")
 _MESSAGE = "%s %s %s %d %.1fms id=%s"
-_TIME_FORMAT, _MSEC_FORMAT = logging.Formatter.default_time_format, "%s,%03d"
+_TIME_FORMAT = logging.Formatter.default_time_format
+_MSEC_FORMAT = logging.Formatter.default_msec_format
 
 
 class AccessLine(NamedTuple):
@@ -56,21 +57,18 @@ class AccessLine(NamedTuple):
     def render(self, formatter: logging.Formatter | None) -> str | None:
         """The line `formatter` would write for this request; None for a formatter this
         module does not know (the writer then hands it a real record)."""
+        msecs = _msecs(self.created)
         if type(formatter) is TextFormatter:
-            stamp = _MSEC_FORMAT % (_local_second(int(self.created)), _msecs(self.created))
-            message = _MESSAGE % tuple(escaped(value) for value in self.args())
-            return f"{stamp} INFO convserve.access: {message}"
-        if type(formatter) is JSONFormatter:
-            second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.created))
-            doc = {
-                "ts": f"{second}.{_msecs(self.created):03d}Z",
-                "level": "info",
-                "logger": log.name,
-                "message": _MESSAGE % self.args(),
-                "pid": os.getpid(),
-                **self.extra(),
+            return TextFormatter.LINE % {
+                "asctime": _MSEC_FORMAT % (_local_second(int(self.created)), msecs),
+                "levelname": "INFO",
+                "name": log.name,
+                "message": _MESSAGE % tuple(escaped(value) for value in self.args()),
             }
-            return json.dumps(doc, default=str)
+        if type(formatter) is JSONFormatter:
+            message = _MESSAGE % self.args()
+            doc = JSONFormatter.head(self.created, msecs, "INFO", log.name, message, os.getpid())
+            return json.dumps(doc | self.extra(), default=str)
         return None
 
     def record(self) -> logging.LogRecord:

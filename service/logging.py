@@ -33,8 +33,10 @@ def escaped(value: object) -> object:
 class TextFormatter(logging.Formatter):
     """`time level logger: message`; request data in the arguments cannot break the line."""
 
+    LINE = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        super().__init__(self.LINE)
 
     def format(self, record: logging.LogRecord) -> str:
         if record.args:
@@ -49,15 +51,20 @@ class TextFormatter(logging.Formatter):
 class JSONFormatter(logging.Formatter):
     """One JSON object per line; `extra=` fields become keys."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        doc = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,  # which worker, with --workers > 1
+    @staticmethod
+    def head(created: float, msecs: float, level: str, name: str, message: str, pid: int) -> dict:
+        """The keys every line starts with (also service/access_log.py's direct lines)."""
+        return {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(msecs):03d}Z",
+            "level": level.lower(),
+            "logger": name,
+            "message": message,
+            "pid": pid,  # which worker, with --workers > 1
         }
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = self.head(record.created, record.msecs, record.levelname, record.name,
+                        record.getMessage(), record.process)  # fmt: skip
         if tracing.enabled:  # the current span's: the request's, on its access line
             ids = tracing.log_ids()
             if ids is not None:
