@@ -77,10 +77,21 @@ def jpeg_scans(data: bytes) -> int:
     (~5 us of walking a dozen segments), whatever bytes follow. Any other JPEG
     (progressive, non-interleaved, arithmetic, or headers this walk gives up on)
     counts its FF DA markers (`count_sos_markers`).
+
+    An upload decoded on the event loop is asked twice (`cheap_to_decode`, then
+    `too_costly`): the last answer is kept, for that same bytes object (held, so
+    its identity cannot be reused meanwhile).
     """
-    if _single_scan(data):
-        return 1
-    return count_sos_markers(data)
+    global _last_scanned
+    last = _last_scanned
+    if last[0] is data:
+        return last[1]
+    scans = 1 if _single_scan(data) else count_sos_markers(data)
+    _last_scanned = (data, scans)
+    return scans
+
+
+_last_scanned: tuple[bytes, int] = (b"", 0)
 
 
 _SEQUENTIAL_HUFFMAN = (0xC0, 0xC1)  # SOF0 baseline, SOF1 extended sequential
@@ -115,21 +126,10 @@ def count_sos_markers(data: bytes) -> int:
     """How many FF DA (start of scan) markers `data` holds.
 
     numpy, not `data.count(b"\\xff\\xda")`: on a 100 KB photo 21 us instead of 113,
-    with the GIL held either way. An upload decoded on the event loop is asked
-    twice (`cheap_to_decode`, then `too_costly`): the last answer is kept, for
-    that same bytes object (held, so its identity cannot be reused meanwhile).
+    with the GIL held either way.
     """
-    global _last_scanned
-    last = _last_scanned
-    if last[0] is data:
-        return last[1]
     octets = np.frombuffer(data, dtype=np.uint8)
-    count = int(np.count_nonzero((octets[:-1] == 0xFF) & (octets[1:] == 0xDA)))
-    _last_scanned = (data, count)
-    return count
-
-
-_last_scanned: tuple[bytes, int] = (b"", 0)
+    return int(np.count_nonzero((octets[:-1] == 0xFF) & (octets[1:] == 0xDA)))
 
 
 def _png_chunks(data: bytes, stop: int) -> int:
