@@ -12,6 +12,7 @@ knobs set explicitly (`--baseline-src . --baseline-env CONVSERVE_INTRA_OP_THREAD
     python -m benchmarks.ablate /tmp/no-solo-loop --off solo-loop  # slow models' lone uploads hop
     python -m benchmarks.ablate /tmp/no-balance --off balanced-accept  # uvicorn's own accept
     python -m benchmarks.ablate /tmp/no-multipart --off multipart
+    python -m benchmarks.ablate /tmp/no-yield --off yield-to-inference  # loop preempts runs
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ SWITCHES = {
     "mallopt": ("service/__main__.py",  # service/memory.py: 4 MiB mmap threshold, 2 arenas
                 "    return_memory_to_the_os()\n    if settings.workers == 1:",
                 "    if settings.workers == 1:"),
+    "yield-to-inference": ("service/dataplane.py",  # service/thread_policy.py
+                           "        thread_policy.side()", "        pass"),
     "multipart": ("service/routes/inputs.py",
                   "fast = _fast_multipart(await request.body(), content_type, max_images)",
                   "fast = None"),

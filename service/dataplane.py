@@ -21,7 +21,7 @@ from typing import TypeVar
 import numpy as np
 
 from service import batcher as scheduler
-from service import tracing
+from service import thread_policy, tracing
 from service.bundle import PROBABILITIES_OUTPUT, FeatureMapSpec
 from service.classification import Classification
 from service.decoder import Decoder
@@ -74,6 +74,7 @@ class DataPlane:
     async def start(self) -> None:
         """Load every bundle and create its session (StartupError); warm up in the background."""
         settings = self.settings
+        thread_policy.side()  # this loop, and what it starts, lets inference run first
         if (peers := track_peers(settings.workers)) is not None:  # before the tuner runs
             self.state.on_busy = peers.set_busy
         self._worker = InferenceThread(count=settings.inference_threads)

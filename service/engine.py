@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
+from service import thread_policy
 from service.autotune import Fixed
 from service.execution import tune_session
 
@@ -163,9 +164,10 @@ class Engine:
 
     def _create(self, options: EngineOptions, providers: list) -> ort.InferenceSession:
         try:
-            return ort.InferenceSession(
-                str(self.path), sess_options=_session_options(options), providers=providers
-            )
+            with thread_policy.as_inference():  # its intra-op threads are inference threads
+                return ort.InferenceSession(
+                    str(self.path), sess_options=_session_options(options), providers=providers
+                )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise EngineError(f"{self.path}: onnxruntime cannot load the model: {exc}") from exc
 
@@ -203,11 +205,12 @@ class Engine:
             opts = replace(self.options, intra_op_threads=threads, intra_op_spinning=spinning)
             return self._create(opts, [CPU])
 
-        self.session, choice = tune_session(
-            make, self.session, fixed, cpus=self.options.autotune_cpus, batch_cap=batch_cap,
-            solo_cpus=self.options.autotune_solo_cpus,
-            output=self.output_names[0], label=label,
-        )  # fmt: skip
+        with thread_policy.as_inference():  # the tuner's callers time what inference gets
+            self.session, choice = tune_session(
+                make, self.session, fixed, cpus=self.options.autotune_cpus, batch_cap=batch_cap,
+                solo_cpus=self.options.autotune_solo_cpus,
+                output=self.output_names[0], label=label,
+            )  # fmt: skip
         self.execution = choice.as_dict()
         return self.execution
 

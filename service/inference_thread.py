@@ -7,6 +7,8 @@ import queue
 import threading
 from collections.abc import Callable
 
+from service import thread_policy
+
 log = logging.getLogger("convserve.batcher")
 
 
@@ -36,6 +38,7 @@ class InferenceThread:
             thread.start()
 
     def _loop(self) -> None:
+        thread_policy.inference()  # started by the loop, a side thread (service/thread_policy.py)
         while True:
             job = self._jobs.get()
             if job is None:
