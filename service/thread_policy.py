@@ -29,10 +29,11 @@ _refused = False  # said once per process, then quiet
 
 def _set(policy: int | None) -> bool:
     global _refused
-    if policy is None or _refused:
+    setter = getattr(os, "sched_setscheduler", None)  # macOS has SCHED_OTHER, not this
+    if policy is None or setter is None or _refused:
         return False
     try:
-        os.sched_setscheduler(0, policy, os.sched_param(0))  # 0: the calling thread
+        setter(0, policy, os.sched_param(0))  # 0: the calling thread
     except OSError as exc:  # a sandbox without sched_setscheduler: nothing to gain or lose
         _refused = True
         log.info("thread scheduling policy left as is: %s", exc)

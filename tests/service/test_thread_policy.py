@@ -77,3 +77,18 @@ def test_a_live_server_runs_inference_threads_normal_and_the_rest_yielding(
     assert {os.sched_getscheduler(tid) for tid in inference} == {os.SCHED_OTHER}
     assert {os.sched_getscheduler(tid) for tid in decode} == {os.SCHED_BATCH}
     assert os.sched_getscheduler(server._thread.native_id) == os.SCHED_BATCH  # the loop
+
+
+def test_without_sched_setscheduler_every_call_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS defines os.SCHED_OTHER but not os.sched_setscheduler: an inference thread
+    calling `inference()` there must not die."""
+    monkeypatch.delattr(os, "sched_setscheduler")
+
+    def body() -> int:
+        thread_policy.side()
+        thread_policy.inference()
+        with thread_policy.as_inference():
+            pass
+        return os.sched_getscheduler(0)
+
+    assert _in_new_thread(body) == os.SCHED_OTHER
