@@ -8,6 +8,7 @@ means nothing. Both run as real processes over loopback; nothing is timed.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -71,3 +72,21 @@ def test_interleave_reports_each_target_with_its_servers_cpu(bare: str) -> None:
     (line,) = done.stdout.splitlines()
     assert line.startswith(f"{bare}/predict (1 processes) c=2: req/s ")
     assert "server CPU" in line and " 0 us/request" not in line
+
+
+@pytest.mark.skipif(not wrk.available(), reason="wrk not installed (apt-get install -y wrk)")
+def test_thread_cpu_reports_the_cpu_of_the_thread_that_did_the_work(bare: str) -> None:
+    """The bare server decodes and runs on its main thread: that thread used the CPU."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.thread_cpu", bare, "--seconds", "1",
+         "--concurrency", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    head, *rows = done.stdout.splitlines()
+    assert head.startswith(f"{bare}/predict c=2: ")
+    main = [r for r in rows if r.rstrip().endswith(("MainThread", "main (event loop)"))]
+    assert len(main) == 1, done.stdout
+    cpu = int(re.search(r"(\d+) us \(user", main[0]).group(1))
+    total = int(re.search(r"all threads: (\d+) us", rows[-1]).group(1))
+    assert 0 < cpu <= total
