@@ -27,8 +27,7 @@ from pathlib import Path
 
 from benchmarks import wrk
 from benchmarks.photo import PHOTO
-
-_TICK = os.sysconf("SC_CLK_TCK")
+from benchmarks.servers import CLOCK_TICKS, STIME, UTIME, stat_fields
 
 
 def server_pids(port: str) -> list[int]:
@@ -52,11 +51,11 @@ def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(Path(f"/proc/{pid}/stat"))
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / _TICK
+        total += int(fields[UTIME]) + int(fields[STIME])
+    return total / CLOCK_TICKS
 
 
 def main() -> None:

@@ -161,6 +161,16 @@ def _uvicorn(
     return _started(name, cmd, env, port, "/healthz", logdir, timeout)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # per second, the unit of utime and stime
+UTIME, STIME = 11, 12  # in stat_fields(): user and system CPU, clock ticks
+
+
+def stat_fields(path: Path) -> list[str]:
+    """A /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file's fields after "pid (comm)"
+    (state, ppid, ...; UTIME and STIME); OSError once the process or thread is gone."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
 def tree_cpu_seconds(pid: int) -> float | None:
     """CPU seconds (user + system) used so far by `pid` and its live descendants (Linux /proc).
 
@@ -171,16 +181,15 @@ def tree_cpu_seconds(pid: int) -> float | None:
     if not proc.is_dir():
         return None
     stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, cpu seconds)
-    ticks = os.sysconf("SC_CLK_TCK")
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(entry / "stat")
         except OSError:
             continue  # exited meanwhile
-        # after "pid (comm)": state ppid ... utime(12th) stime(13th), 0-based 11 and 12
-        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+        cpu = (int(fields[UTIME]) + int(fields[STIME])) / CLOCK_TICKS
+        stats[int(entry.name)] = (int(fields[1]), cpu)
     if pid not in stats:
         return None
     total, frontier = 0.0, [pid]

@@ -20,7 +20,6 @@ Threads that start during the run (a pool's first jobs) are not counted: warm up
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -30,8 +29,9 @@ from typing import NamedTuple
 from benchmarks import wrk
 from benchmarks.interleave import server_pids
 from benchmarks.photo import PHOTO
+from benchmarks.servers import CLOCK_TICKS, STIME, UTIME, stat_fields
 
-_TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+_TICK_US = 1e6 / CLOCK_TICKS
 
 
 class Counters(NamedTuple):
@@ -46,15 +46,15 @@ def thread_counters(pid: int) -> dict[int, Counters]:
     out = {}
     for entry in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(entry / "stat")
             status = dict(
                 line.split(":", 1) for line in (entry / "status").read_text().splitlines()
             )
         except (OSError, ValueError):
             continue
         out[int(entry.name)] = Counters(
-            int(fields[11]),
-            int(fields[12]),
+            int(fields[UTIME]),
+            int(fields[STIME]),
             int(status["voluntary_ctxt_switches"]),
             int(status["nonvoluntary_ctxt_switches"]),
         )
