@@ -13,6 +13,7 @@ knobs set explicitly (`--baseline-src . --baseline-env CONVSERVE_INTRA_OP_THREAD
     python -m benchmarks.ablate /tmp/no-balance --off balanced-accept  # uvicorn's own accept
     python -m benchmarks.ablate /tmp/no-multipart --off multipart
     python -m benchmarks.ablate /tmp/no-yield --off yield-to-inference  # loop preempts runs
+    python -m benchmarks.ablate /tmp/no-serial --off serial-lane  # slow models decode in the pool
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ SWITCHES = {
                 "    if settings.workers == 1:"),
     "yield-to-inference": ("service/dataplane.py",  # service/thread_policy.py
                            "        thread_policy.side()", "        pass"),
+    "serial-lane": ("service/serial_lane.py",  # slow models' uploads decoded in the pool
+                    "    if not one_cpu or len(blobs) != 1", "    if True or len(blobs) != 1"),
     "multipart": ("service/routes/inputs.py",
                   "fast = _fast_multipart(await request.body(), content_type, max_images)",
                   "fast = None"),

@@ -2,10 +2,13 @@
 
 The scheduler (service/batcher.py) decides what runs together and when, and
 submits `execute` to its `InferenceThread` (never the event loop); this module
-runs what it chose: packs the rows, calls `run(batch, outputs)`, and hands each request its own
-rows of the result on the loop, or `BatchFailed` when the run raised (only the
-requests in that batch fail). A request that stopped waiting meanwhile (its
-deadline, its client gone) is skipped; its rows' answer is dropped.
+runs what it chose: makes the rows of deferred items (`Item.load`, e.g. one
+upload decoded right here: the serial lane, service/serial_lane.py), packs the
+rows, calls `run(batch, outputs)`, and hands each request its own rows of the
+result on the loop, or `BatchFailed` when the run raised (only the requests in
+that batch fail; a failed `load` fails only its own item, with its own error).
+A request that stopped waiting meanwhile (its deadline, its client gone) is
+skipped: its deferred rows are never made, and its rows' answer is dropped.
 """
 
 from __future__ import annotations
@@ -43,15 +46,22 @@ class BatchObserver:
 
 @dataclass(eq=False)
 class Item:
-    """One request's rows while they queue and run."""
+    """One request's rows while they queue and run: `array`, or `rows` rows that `load`
+    makes in the inference thread just before they run (`array` None until then)."""
 
-    array: np.ndarray
+    array: np.ndarray | None
     outputs: Sequence[str]
     future: asyncio.Future
     enqueued: float
+    rows: int = 0
+    load: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     pending: bool = True
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     span: object | None = field(default=None, repr=False)  # the request's, when tracing
+
+    def __post_init__(self) -> None:
+        if self.array is not None:
+            self.rows = len(self.array)
 
 
 class BatchRunner:
@@ -78,33 +88,41 @@ class BatchRunner:
         self,
         loop: asyncio.AbstractEventLoop,
         items: list[Item],
-        batch: Batch,
         outputs: list[str],
+        pad_to: Callable[[int], int],
         done: Callable[[], None],
     ) -> None:
         """Runs in the inference thread; hands the results back to the loop."""
+        failed = _load(items)
+        ready = [item for item in items if item not in failed]
+        rows = sum(item.rows for item in ready)
+        batch = Batch([item.array for item in ready], pad_to(rows) if rows else 0)
         start = time.perf_counter()
         padded = 0  # zero rows that really ran
+        result: dict[str, np.ndarray] | None = None
+        error: Exception | None = None
         try:
-            array = batch.pack(self._buffers)  # ValueError: rows of different shapes
-            padded = batch.padding
-            if self._tracer is None:
-                result, error = self._run(array, outputs), None
-            else:
-                with self._tracer.batch([i.span for i in items], batch.rows, len(array)):
-                    result, error = self._run(array, outputs), None
-            batch.check(result)
+            if ready:
+                array = batch.pack(self._buffers)  # ValueError: rows of different shapes
+                padded = batch.padding
+                if self._tracer is None:
+                    result = self._run(array, outputs)
+                else:
+                    with self._tracer.batch([i.span for i in ready], batch.rows, len(array)):
+                        result = self._run(array, outputs)
+                batch.check(result)
         except Exception as exc:  # also rows of different shapes: fail these, keep serving
             result, error = None, exc
         elapsed = time.perf_counter() - start
         with suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
             loop.call_soon_threadsafe(
-                self._finish, items, batch, result, error, padded, elapsed, done
+                self._finish, ready, failed, batch, result, error, padded, elapsed, done
             )
 
     def _finish(
         self,
         items: list[Item],
+        failed: dict[Item, Exception | None],
         batch: Batch,
         result: dict[str, np.ndarray] | None,
         error: Exception | None,
@@ -112,9 +130,15 @@ class BatchRunner:
         elapsed: float,
         done: Callable[[], None],
     ) -> None:
-        self._observer.on_batch(batch.rows, elapsed)
+        if items:  # something ran
+            self._observer.on_batch(batch.rows, elapsed)
         if padded:
             self._observer.on_padding(padded)
+        for item, why in failed.items():
+            if item.timer is not None:
+                item.timer.cancel()
+            if why is not None and not item.future.done():
+                item.future.set_exception(why)
         answers = batch.split(result, [item.outputs for item in items]) if error is None else None
         for i, item in enumerate(items):
             if item.timer is not None:
@@ -130,3 +154,22 @@ class BatchRunner:
         if error is not None:
             log.error("a batch of %d rows failed: %r", batch.rows, error)
         done()
+
+
+def _load(items: list[Item]) -> dict[Item, Exception | None]:
+    """Make the deferred items' rows (in the inference thread); those that did not get
+    any: their `load`'s exception, or None when nobody waits for them any more."""
+    failed: dict[Item, Exception | None] = {}
+    for item in items:
+        load, item.load = item.load, None
+        if load is None:
+            continue
+        # read from this thread: at worst one image is made for a request that just left
+        if item.future.done():
+            failed[item] = None
+            continue
+        try:
+            item.array = load()
+        except Exception as exc:  # e.g. the upload is not an image: only this item fails
+            failed[item] = exc
+    return failed

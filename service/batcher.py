@@ -1,6 +1,8 @@
 """Dynamic batching across concurrent requests: the scheduler. Knows neither HTTP nor onnxruntime.
 
-Requests hand in N x ... arrays. While the inference thread is busy they queue;
+Requests hand in N x ... arrays (or one row still to be made, `submit_deferred`:
+the serial lane's encoded upload, decoded by the inference thread right before
+it runs, service/serial_lane.py). While the inference thread is busy they queue;
 when it frees up, queued items are packed (in arrival order, never splitting
 an item) into one batch of at most `max_batch_size` rows and run as one call of
 `run(batch, outputs)`. The batch waits for more rows only while more are known
@@ -31,7 +33,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from service import tracing
-from service.batch import Batch, chunks, join
+from service.batch import chunks, join
 from service.batch_runner import BatchFailed, BatchObserver, BatchRunner, Item, RunFn
 from service.inference_thread import InferenceThread
 
@@ -124,23 +126,9 @@ class Batcher:
         self, array: np.ndarray, outputs: Sequence[str], deadline: float
     ) -> dict[str, np.ndarray]:
         """Rows of `array` through the model; `deadline` is time.monotonic() seconds."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        rows = len(array)
-        if rows == 0:
-            raise ValueError("empty batch")
-        if self.queued_rows and self.queued_rows + rows > self.max_queue:
-            raise QueueFull(f"{self.queued_rows} images are queued; the limit is {self.max_queue}")
-        if deadline <= time.monotonic():
-            raise DeadlineExceeded("the request's deadline passed before inference")
-        if rows <= self.max_batch_size:
-            item = self._enqueue(loop, array, outputs, deadline)
-            try:
-                return await item.future
-            except asyncio.CancelledError:  # the caller was cancelled (e.g. its client left)
-                self._abandon(item)
-                raise
+        loop = self._admit(len(array), deadline)
+        if len(array) <= self.max_batch_size:
+            return await self._answer(self._enqueue(loop, array, outputs, deadline))
         items = [
             self._enqueue(loop, p, outputs, deadline) for p in chunks(array, self.max_batch_size)
         ]
@@ -159,19 +147,52 @@ class Batcher:
                 self._abandon(item)
             raise
 
+    async def submit_deferred(
+        self, load: Callable[[], np.ndarray], outputs: Sequence[str], deadline: float
+    ) -> dict[str, np.ndarray]:
+        """One row that `load` makes in the inference thread right before it runs (and
+        only if the request still waits then); queued, limited, expired and counted as
+        `submit`'s rows are. `load`'s exception is the request's (it fails alone)."""
+        loop = self._admit(1, deadline)
+        return await self._answer(self._enqueue(loop, None, outputs, deadline, load=load))
+
+    def _admit(self, rows: int, deadline: float) -> asyncio.AbstractEventLoop:
+        """The loop, once `rows` more rows may queue (QueueFull, DeadlineExceeded)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if rows == 0:
+            raise ValueError("empty batch")
+        if self.queued_rows and self.queued_rows + rows > self.max_queue:
+            raise QueueFull(f"{self.queued_rows} images are queued; the limit is {self.max_queue}")
+        if deadline <= time.monotonic():
+            raise DeadlineExceeded("the request's deadline passed before inference")
+        return loop
+
+    async def _answer(self, item: Item) -> dict[str, np.ndarray]:
+        try:
+            return await item.future
+        except asyncio.CancelledError:  # the caller was cancelled (e.g. its client left)
+            self._abandon(item)
+            raise
+
     def _enqueue(
         self,
         loop: asyncio.AbstractEventLoop,
-        array: np.ndarray,
+        array: np.ndarray | None,
         outputs: Sequence[str],
         deadline: float,
+        *,
+        load: Callable[[], np.ndarray] | None = None,
     ) -> Item:
-        item = Item(array, outputs, loop.create_future(), time.monotonic())
+        item = Item(array, outputs, loop.create_future(), time.monotonic(), load=load)
+        if load is not None:
+            item.rows = 1
         if self._tracer is not None:
             item.span = tracing.current_span()
         item.timer = loop.call_at(loop.time() + (deadline - item.enqueued), self._expire, item)
         self._pending.append(item)
-        self._queued(len(array))
+        self._queued(item.rows)
         self._maybe_dispatch()
         return item
 
@@ -184,14 +205,14 @@ class Batcher:
             item.timer.cancel()
         if item.pending:
             item.pending = False
-            self._queued(-len(item.array))
+            self._queued(-item.rows)
 
     def _expire(self, item: Item) -> None:
         if item.future.done():
             return
         if item.pending:  # still queued: free its place now, skip it at dispatch
             item.pending = False
-            self._queued(-len(item.array))
+            self._queued(-item.rows)
         item.future.set_exception(
             DeadlineExceeded("the request's deadline passed while waiting for inference")
         )
@@ -229,7 +250,7 @@ class Batcher:
         item = self._pending.popleft()
         if item.pending:  # cancelled by its caller (e.g. client went away)
             item.pending = False
-            self._queued(-len(item.array))
+            self._queued(-item.rows)
         if item.timer is not None:
             item.timer.cancel()
 
@@ -245,23 +266,22 @@ class Batcher:
             if item.future.done():
                 self._drop_head()
                 continue
-            if items and rows + len(item.array) > self.max_batch_size:
+            if items and rows + item.rows > self.max_batch_size:
                 break
             self._pending.popleft()
             item.pending = False
             items.append(item)
-            rows += len(item.array)
+            rows += item.rows
             self._observer.on_queue_wait(now - item.enqueued)
             if item.span is not None:
-                self._tracer.queue_waited(item.span, len(item.array), now - item.enqueued)
+                self._tracer.queue_waited(item.span, item.rows, now - item.enqueued)
         if not items:
             return
         self._queued(-rows)
         outputs = list(dict.fromkeys(name for item in items for name in item.outputs))
-        batch = Batch([item.array for item in items], self._pad_to(rows))
         self._running += 1
         self._worker.submit(
-            self._runner.execute, self._loop, items, batch, outputs, self._batch_done
+            self._runner.execute, self._loop, items, outputs, self._pad_to, self._batch_done
         )
 
     def _batch_done(self) -> None:

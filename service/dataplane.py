@@ -15,13 +15,13 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
 
 from service import batcher as scheduler
-from service import thread_policy, tracing
+from service import serial_lane, thread_policy, tracing
 from service.bundle import PROBABILITIES_OUTPUT, FeatureMapSpec
 from service.classification import Classification
 from service.decoder import Decoder
@@ -33,7 +33,6 @@ from service.errors import (
     Overloaded,
     Timeout,
     UnknownLayer,
-    UnknownOutput,
 )
 from service.execution import cpu_share
 from service.image_limits import MAX_DEFAULT_DECODE_THREADS
@@ -229,6 +228,10 @@ class DataPlane:
             )
             if alone is not None:
                 return alone
+            if serial_lane.takes(model, inputs, one_cpu=self._one_cpu):
+                model.check_outputs(outputs)
+                load = self.decoder.deferred(model.bundle, inputs[0])
+                return await self._answer(model.batcher.submit_deferred(load, outputs, deadline))
             inputs = await self.decode(model, inputs, names, deadline=deadline)
         elif inputs.ndim != 4 or inputs.shape[1:] != model.input_shape:
             raise InvalidShape(
@@ -237,11 +240,13 @@ class DataPlane:
             )
         elif inputs.dtype != np.float32:
             inputs = inputs.astype(np.float32)
-        for name in outputs:
-            if name != PROBABILITIES_OUTPUT and name not in model.layers:
-                raise UnknownOutput(model.unknown_layer_message(name))
+        model.check_outputs(outputs)
+        return await self._answer(model.batcher.submit(inputs, outputs, deadline))
+
+    async def _answer(self, work: Awaitable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The batcher's answer, its failures as the API's errors."""
         try:
-            return await model.batcher.submit(inputs, outputs, deadline)
+            return await work
         except scheduler.QueueFull as exc:
             raise Overloaded(f"the server is busy: {exc}; retry shortly") from None
         except scheduler.DeadlineExceeded as exc:

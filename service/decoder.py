@@ -153,6 +153,20 @@ class Decoder:
         except ImageError as exc:
             raise _image_error(exc, 1, None) from None
 
+    def deferred(self, bundle: Bundle, blob: bytes) -> Callable[[], np.ndarray]:
+        """One upload's decode to (1, H, W, C), as a call for another thread to make (the
+        serial lane's inference thread, service/serial_lane.py); it raises the API's error."""
+        cap = self.max_pixels(bundle)
+
+        def load() -> np.ndarray:
+            try:
+                x = preprocess(blob, bundle.input, bundle.preprocessing, max_pixels=cap)
+            except ImageError as exc:
+                raise _image_error(exc, 1, None) from None
+            return x[np.newaxis]
+
+        return load
+
     def _check(self, deadline: float | None) -> None:
         if deadline is not None and deadline <= time.monotonic():
             raise Timeout(self._expired)

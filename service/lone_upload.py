@@ -38,11 +38,17 @@ ALONE_MAX_BYTES = 1 << 20
 ALONE_MAX_PIXELS = 1 << 20
 
 
+def solo_ms(model: ServedModel) -> float | None:
+    """The tuner's fastest batch-1 run of this model (ms); None when it did not time one."""
+    solo = ((model.engine.execution or {}).get("measured") or {}).get("solo") or {}
+    return min(solo.values()) if solo else None
+
+
 def fast_alone(model: ServedModel) -> bool:
     """The tuner timed this model's batch-1 run under ALONE_MODEL_MS (so blocking the
     event loop for it costs nothing a hop would not)."""
-    solo = ((model.engine.execution or {}).get("measured") or {}).get("solo") or {}
-    return bool(solo) and min(solo.values()) < ALONE_MODEL_MS
+    ms = solo_ms(model)
+    return ms is not None and ms < ALONE_MODEL_MS
 
 
 async def run_alone(

@@ -8,15 +8,16 @@ it does neither itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from service.batcher import Batcher
-from service.bundle import FILTERS_FILE, Bundle
+from service.bundle import FILTERS_FILE, PROBABILITIES_OUTPUT, Bundle
 from service.engine import Engine
-from service.errors import UnknownModel, UnknownVersion
+from service.errors import UnknownModel, UnknownOutput, UnknownVersion
 
 
 class ServedModel:
@@ -40,6 +41,12 @@ class ServedModel:
     def unknown_layer_message(self, name: str) -> str:
         known = ", ".join(self.layers) or "none"
         return f"model {self.name} version {self.version} has no layer {name!r}; layers: {known}"
+
+    def check_outputs(self, outputs: Sequence[str]) -> None:
+        """UnknownOutput unless every name is the probabilities or one of the layers."""
+        for name in outputs:
+            if name != PROBABILITIES_OUTPUT and name not in self.layers:
+                raise UnknownOutput(self.unknown_layer_message(name))
 
     # ---- filters --------------------------------------------------------
     @cached_property
