@@ -44,7 +44,7 @@ SWITCHES = {
     "yield-to-inference": ("service/dataplane.py",  # service/thread_policy.py
                            "        thread_policy.side()", "        pass"),
     "serial-lane": ("service/serial_lane.py",  # slow models' uploads decoded in the pool
-                    "    if not one_cpu or len(blobs) != 1", "    if True or len(blobs) != 1"),
+                    "    if not one_cpu or not blobs", "    if True or not blobs"),
     "multipart": ("service/routes/inputs.py",
                   "fast = _fast_multipart(await request.body(), content_type, max_images)",
                   "fast = None"),

@@ -153,7 +153,10 @@ class BatchRunner:
                 item.future.set_result(answers[i])
         if error is not None:
             log.error("a batch of %d rows failed: %r", batch.rows, error)
-        done()
+        if error is None and not any(failed.values()):
+            done()
+        else:  # after the failed requests' callbacks have dropped their other rows
+            asyncio.get_running_loop().call_soon(done)
 
 
 def _load(items: list[Item]) -> dict[Item, Exception | None]:

@@ -129,9 +129,21 @@ class Batcher:
         loop = self._admit(len(array), deadline)
         if len(array) <= self.max_batch_size:
             return await self._answer(self._enqueue(loop, array, outputs, deadline))
-        items = [
-            self._enqueue(loop, p, outputs, deadline) for p in chunks(array, self.max_batch_size)
-        ]
+        parts = chunks(array, self.max_batch_size)
+        return await self._gather([self._enqueue(loop, p, outputs, deadline) for p in parts])
+
+    async def submit_deferred(
+        self, loads: Sequence[Callable[[], np.ndarray]], outputs: Sequence[str], deadline: float
+    ) -> dict[str, np.ndarray]:
+        """One row per `loads` call, made in the inference thread right before it runs (and
+        only if the request still waits then); queued, limited, expired and counted as
+        `submit`'s rows are. A `load`'s exception is the request's (it fails alone)."""
+        loop = self._admit(len(loads), deadline)
+        items = [self._enqueue(loop, None, outputs, deadline, load=load) for load in loads]
+        return await (self._answer(items[0]) if len(items) == 1 else self._gather(items))
+
+    async def _gather(self, items: list[Item]) -> dict[str, np.ndarray]:
+        """The items' answers joined in order; the first failure abandons the rest."""
 
         def give_up(future: asyncio.Future) -> None:  # before gather hears of the failure
             if future.cancelled() or future.exception() is not None:
@@ -146,15 +158,6 @@ class Batcher:
             for item in items:
                 self._abandon(item)
             raise
-
-    async def submit_deferred(
-        self, load: Callable[[], np.ndarray], outputs: Sequence[str], deadline: float
-    ) -> dict[str, np.ndarray]:
-        """One row that `load` makes in the inference thread right before it runs (and
-        only if the request still waits then); queued, limited, expired and counted as
-        `submit`'s rows are. `load`'s exception is the request's (it fails alone)."""
-        loop = self._admit(1, deadline)
-        return await self._answer(self._enqueue(loop, None, outputs, deadline, load=load))
 
     def _admit(self, rows: int, deadline: float) -> asyncio.AbstractEventLoop:
         """The loop, once `rows` more rows may queue (QueueFull, DeadlineExceeded)."""

@@ -230,8 +230,8 @@ class DataPlane:
                 return alone
             if serial_lane.takes(model, inputs, one_cpu=self._one_cpu):
                 model.check_outputs(outputs)
-                load = self.decoder.deferred(model.bundle, inputs[0])
-                return await self._answer(model.batcher.submit_deferred(load, outputs, deadline))
+                loads = self.decoder.deferred(model.bundle, inputs, names)
+                return await self._answer(model.batcher.submit_deferred(loads, outputs, deadline))
             inputs = await self.decode(model, inputs, names, deadline=deadline)
         elif inputs.ndim != 4 or inputs.shape[1:] != model.input_shape:
             raise InvalidShape(

@@ -153,19 +153,25 @@ class Decoder:
         except ImageError as exc:
             raise _image_error(exc, 1, None) from None
 
-    def deferred(self, bundle: Bundle, blob: bytes) -> Callable[[], np.ndarray]:
-        """One upload's decode to (1, H, W, C), as a call for another thread to make (the
+    def deferred(
+        self, bundle: Bundle, blobs: Sequence[bytes], names: Sequence[str | None] | None = None
+    ) -> list[Callable[[], np.ndarray]]:
+        """Each upload's decode to (1, H, W, C), as a call for another thread to make (the
         serial lane's inference thread, service/serial_lane.py); it raises the API's error."""
         cap = self.max_pixels(bundle)
 
-        def load() -> np.ndarray:
-            try:
-                x = preprocess(blob, bundle.input, bundle.preprocessing, max_pixels=cap)
-            except ImageError as exc:
-                raise _image_error(exc, 1, None) from None
-            return x[np.newaxis]
+        def loader(i: int) -> Callable[[], np.ndarray]:
+            def load() -> np.ndarray:
+                try:
+                    x = preprocess(blobs[i], bundle.input, bundle.preprocessing, max_pixels=cap)
+                except ImageError as exc:
+                    exc.index = i
+                    raise _image_error(exc, len(blobs), names) from None
+                return x[np.newaxis]
 
-        return load
+            return load
+
+        return [loader(i) for i in range(len(blobs))]
 
     def _check(self, deadline: float | None) -> None:
         if deadline is not None and deadline <= time.monotonic():
