@@ -46,18 +46,18 @@ class BatchObserver:
 
 @dataclass(eq=False)
 class Item:
-    """One request's rows while they queue and run: `array`, or `rows` rows that `load`
-    makes in the inference thread just before they run (`array` None until then)."""
+    """One request's rows while they queue and run: `array`, or the one row that `load`
+    makes in the inference thread just before it runs (`array` None until then)."""
 
     array: np.ndarray | None
     outputs: Sequence[str]
     future: asyncio.Future
     enqueued: float
-    rows: int = 0
     load: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     pending: bool = True
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     span: object | None = field(default=None, repr=False)  # the request's, when tracing
+    rows: int = field(default=1, init=False)
 
     def __post_init__(self) -> None:
         if self.array is not None:

@@ -1,8 +1,8 @@
 """Dynamic batching across concurrent requests: the scheduler. Knows neither HTTP nor onnxruntime.
 
-Requests hand in N x ... arrays (or one row still to be made, `submit_deferred`:
-the serial lane's encoded upload, decoded by the inference thread right before
-it runs, service/serial_lane.py). While the inference thread is busy they queue;
+Requests hand in N x ... arrays (or rows still to be made, `submit_deferred`:
+the serial lane's encoded uploads, each decoded by the inference thread right
+before it runs, service/serial_lane.py). While the inference thread is busy they queue;
 when it frees up, queued items are packed (in arrival order, never splitting
 an item) into one batch of at most `max_batch_size` rows and run as one call of
 `run(batch, outputs)`. The batch waits for more rows only while more are known
@@ -189,8 +189,6 @@ class Batcher:
         load: Callable[[], np.ndarray] | None = None,
     ) -> Item:
         item = Item(array, outputs, loop.create_future(), time.monotonic(), load=load)
-        if load is not None:
-            item.rows = 1
         if self._tracer is not None:
             item.span = tracing.current_span()
         item.timer = loop.call_at(loop.time() + (deadline - item.enqueued), self._expire, item)
